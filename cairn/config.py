@@ -1,0 +1,332 @@
+"""The configuration users write: clusters, applications and their environments.
+
+SPEC.md sections 1-2 as pydantic models. Every model refuses unknown keys (a typo must not pass
+silently) and is frozen, so a loaded configuration is a value. Cross-field rules live in
+``model_validator``s next to the fields they relate; rules across the whole file (unknown cluster,
+production and test on one cluster) live on :class:`CairnConfig`.
+
+Floors and defaults follow Kubernetes where it has one:
+
+- ``memory_mb`` >= 32: below that no Python or JVM stack starts, and the kernel's OOM killer
+  would turn a typo (``memory_mb: 4``) into a crash loop instead of an error.
+- probe defaults are the kubelet's: period 10 s, timeout 1 s, success 1, failure 3.
+- ``termination_grace_period_s`` defaults to 30 s, as ``terminationGracePeriodSeconds`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from cairn.naming import dns1123_problem
+from cairn.paths import absolute_path_problem, normalized
+
+MEMORY_FLOOR_MB = 32
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IMAGE_REF = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+BLOCK_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+EnvironmentName = Literal["production", "test"]
+RuntimeKind = Literal["local", "kubernetes"]
+DeployType = Literal["image", "code-package"]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Seconds = Annotated[float, Field(ge=0)]
+Threshold = Annotated[int, Field(strict=True, ge=1)]
+
+
+class Spec(BaseModel):
+    """Base of every configuration model: closed to unknown keys, immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def refuse(field: str, value: object, fix: str) -> PydanticCustomError:
+    """An error for a rule that spans fields: ``field`` (relative to the model) is what to fix.
+
+    configfile.py appends ``field`` to pydantic's location, so the user reads
+    ``apps[shop-api].environments.production.health_check.http.port`` rather than the model's path.
+    """
+    return PydanticCustomError("cairn", "{fix}", {"fix": fix, "field": field, "value": value})
+
+
+def _check_label(value: str) -> str:
+    problem = dns1123_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_abs(value: str) -> str:
+    problem = absolute_path_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return normalized(value)
+
+
+class ClusterSpec(Spec):
+    """Where an environment's instances run."""
+
+    name: str = Field(title="Name", description="A DNS-1123 label naming the cluster.")
+    runtime: RuntimeKind = Field("local", title="Runtime", description="`local` (supervised processes on this machine) or `kubernetes`.")
+    kubeconfig_secret: str | None = Field(
+        None, title="Kubeconfig secret", description="Name of the Prefect Secret block holding the kubeconfig (kubernetes only)."
+    )
+    context: str | None = Field(None, title="Context", description="Kubeconfig context to use; the current one when empty.")
+    namespace: str | None = Field(None, title="Namespace", description="Kubernetes namespace for the apps (kubernetes only).")
+
+    _name = field_validator("name")(_check_label)
+
+    @model_validator(mode="after")
+    def _runtime_fields(self) -> ClusterSpec:
+        if self.runtime == "kubernetes":
+            if not self.kubeconfig_secret:
+                raise refuse("kubeconfig_secret", None, "a kubernetes cluster needs the name of a secret holding its kubeconfig")
+            if self.namespace is not None and dns1123_problem(self.namespace):
+                raise refuse("namespace", self.namespace, "must be a DNS-1123 label")
+        elif self.kubeconfig_secret or self.namespace:
+            raise refuse("runtime", self.runtime, "kubeconfig_secret and namespace apply only to runtime: kubernetes")
+        return self
+
+
+class PortMapping(Spec):
+    container_port: Port = Field(title="Container port", description="Port the app listens on inside the instance.")
+    host_port: Port | None = Field(
+        None, title="Traffic port", description="Port on which the load balancer accepts traffic for this container port."
+    )
+    name: str | None = Field(None, title="Name", description="Optional port name (DNS-1123 label, at most 15 characters).")
+
+
+class FileMount(Spec):
+    path: str = Field(title="Path", description="Absolute path of the file inside the instance.")
+    content: str = Field(title="Content", description="The file's text.")
+
+    _path = field_validator("path")(_check_abs)
+
+
+class DirMount(Spec):
+    path: str = Field(title="Path", description="Absolute path inside the instance.")
+    host_path: str = Field(title="Host path", description="Absolute directory on the node; created when missing.")
+
+    _paths = field_validator("path", "host_path")(_check_abs)
+
+
+class LogSpec(Spec):
+    stdout: bool = Field(True, title="Collect stdout/stderr")
+    files: list[str] = Field(default_factory=list, title="Log files", description="Absolute paths or globs inside the instance.")
+    max_size_mb: Annotated[int, Field(strict=True, ge=1)] = Field(10, title="Rotate at (MB)")
+    keep: Annotated[int, Field(strict=True, ge=1)] = Field(3, title="Rotated files kept")
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, files: list[str]) -> list[str]:
+        return [_check_abs(f) for f in files]
+
+
+class ExecAction(Spec):
+    command: list[str] = Field(min_length=1, title="Command", description="argv, run inside the instance (no shell unless you call one).")
+
+
+class HttpGetAction(Spec):
+    path: str = Field("/", title="Path")
+    port: Port = Field(title="Port", description="A container port listed in ports.")
+    expected_status: Annotated[int, Field(ge=100, le=599)] | None = Field(
+        None, title="Expected status", description="Exact status to expect; when empty any 2xx or 3xx passes (Kubernetes' rule)."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError('must start with "/"')
+        return path
+
+
+class HealthCheck(Spec):
+    """A readiness and liveness check with the kubelet's probe semantics."""
+
+    http: HttpGetAction | None = Field(None, title="HTTP check")
+    exec: ExecAction | None = Field(None, title="Command check")
+    initial_delay_s: Seconds = Field(0, title="Initial delay (s)")
+    period_s: Annotated[float, Field(gt=0)] = Field(10, title="Period (s)")
+    timeout_s: Annotated[float, Field(gt=0)] = Field(1, title="Timeout (s)")
+    success_threshold: Threshold = Field(1, title="Success threshold")
+    failure_threshold: Threshold = Field(3, title="Failure threshold")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HealthCheck:
+        if (self.http is None) == (self.exec is None):
+            raise refuse("http", None, "give exactly one of http or exec")
+        return self
+
+    @property
+    def budget_s(self) -> float:
+        """How long an instance may take to pass: delay plus enough periods to fail the threshold.
+
+        >>> HealthCheck(http={"port": 80}, initial_delay_s=1, period_s=2, failure_threshold=3).budget_s
+        9.0
+        """
+        return self.initial_delay_s + self.period_s * (self.failure_threshold + self.success_threshold) + self.timeout_s
+
+
+class Hook(Spec):
+    exec: ExecAction = Field(title="Command")
+
+
+class Lifecycle(Spec):
+    post_start: Hook | None = Field(None, title="PostStart", description="Runs after start; the instance is not running until it ends; failure kills it.")
+    pre_stop: Hook | None = Field(None, title="PreStop", description="Runs before SIGTERM; counts against the grace period.")
+    termination_grace_period_s: Seconds = Field(
+        30, title="Grace period (s)", description="From the start of PreStop to SIGKILL."
+    )
+
+
+class EnvironmentSpec(Spec):
+    """Everything one environment's instances are made of. A release order snapshots it."""
+
+    cluster: str = Field(title="Cluster", description="Name of a cluster from the clusters list.")
+    image: str = Field(title="Image", description="The tech stack image, e.g. cairn/python:3.11.")
+    command: list[str] | None = Field(None, title="Command", description="Overrides the image's entrypoint and arguments.")
+    instances: Annotated[int, Field(strict=True)] = Field(title="Instances", description="At least 2.")
+    cpu: float = Field(title="CPU (cores)", description="Per instance, e.g. 0.5.")
+    memory_mb: Annotated[int, Field(strict=True)] = Field(title="Memory (MB)", description=f"Per instance, a whole number >= {MEMORY_FLOOR_MB}.")
+    deploy_root: str | None = Field(None, title="Deploy root", description="Where the code package is unpacked, e.g. /acs/code.")
+    ports: list[PortMapping] = Field(default_factory=list, title="Ports")
+    env: dict[str, str] = Field(default_factory=dict, title="Environment variables")
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, title="Secret environment variables", description="Variable name -> name of a Prefect Secret block."
+    )
+    files: list[FileMount] = Field(default_factory=list, title="File mounts")
+    dirs: list[DirMount] = Field(default_factory=list, title="Directory mounts")
+    logs: LogSpec = Field(default_factory=LogSpec, title="Log collection")
+    health_check: HealthCheck | None = Field(None, title="Health check")
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle, title="Lifecycle")
+
+    @field_validator("instances")
+    @classmethod
+    def _instances(cls, n: int) -> int:
+        if n < 2:
+            raise ValueError("an environment runs at least 2 instances; set instances: 2 or more")
+        return n
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, cpu: float) -> float:
+        if not cpu > 0:
+            raise ValueError("cpu must be a positive number of cores, e.g. 0.5")
+        return cpu
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _memory(cls, mb: int) -> int:
+        if mb < MEMORY_FLOOR_MB:
+            raise ValueError(f"memory_mb must be a whole number of MB, at least {MEMORY_FLOOR_MB}")
+        return mb
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if not IMAGE_REF.match(image):
+            raise ValueError("must be an image reference like cairn/python:3.11 (lowercase name, optional :tag)")
+        return image
+
+    @field_validator("deploy_root")
+    @classmethod
+    def _deploy_root(cls, path: str | None) -> str | None:
+        return None if path is None else _check_abs(path)
+
+    @field_validator("env", "secret_env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in env if not ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an environment variable name (letters, digits, _; not starting with a digit)")
+        return env
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for var, secret in env.items():
+            if not secret or not BLOCK_NAME.match(secret):
+                raise ValueError(f"{var} must name a secret (a lowercase name such as shop-db-password), got {secret!r}")
+        return env
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> EnvironmentSpec:
+        ports = [p.container_port for p in self.ports]
+        for i, port in enumerate(ports):
+            if port in ports[:i]:
+                raise refuse(f"ports[{i}].container_port", port, "this container port is listed twice; list each port once")
+        host_ports = [p.host_port for p in self.ports]
+        for i, port in enumerate(host_ports):
+            if port is not None and port in host_ports[:i]:
+                raise refuse(f"ports[{i}].host_port", port, "two ports map to this traffic port; give each its own")
+        check = self.health_check
+        if check is not None and check.http is not None and check.http.port not in ports:
+            raise refuse(
+                "health_check.http.port", check.http.port,
+                f"not a mapped container port; add it to ports or use one of {ports or 'the mapped ports'}",
+            )
+        mounts = [(f"files[{i}].path", f.path) for i, f in enumerate(self.files)]
+        mounts += [(f"dirs[{i}].path", d.path) for i, d in enumerate(self.dirs)]
+        if self.deploy_root:
+            mounts.insert(0, ("deploy_root", self.deploy_root))
+        seen: dict[str, str] = {}
+        for field, path in mounts:
+            if path in seen:
+                raise refuse(field, path, f"{seen[path]} already mounts this path; give each mount its own path")
+            seen[path] = field
+        for var in self.secret_env:
+            if var in self.env:
+                raise refuse(f"secret_env.{var}", var, "also set in env; keep the variable in one of env and secret_env")
+        return self
+
+
+class AppSpec(Spec):
+    name: str = Field(title="Name", description="A DNS-1123 label.")
+    business_type: str = Field("self-built-backend", title="Business type")
+    deploy_type: DeployType = Field("image", title="Deploy type", description="`image`, or `code-package` unpacked into the deploy root.")
+    app_type: str | None = Field(None, title="App type")
+    description: str = Field("", title="Description")
+    environments: dict[EnvironmentName, EnvironmentSpec] = Field(title="Environments", description="production and test.")
+
+    _name = field_validator("name")(_check_label)
+
+    @model_validator(mode="after")
+    def _environments(self) -> AppSpec:
+        if not self.environments:
+            raise refuse("environments", {}, "an app needs production, test or both")
+        if self.deploy_type == "code-package":
+            for env_name, env in self.environments.items():
+                if not env.deploy_root:
+                    raise refuse(
+                        f"environments.{env_name}.deploy_root", None,
+                        "required for deploy_type code-package; official images use /acs/code",
+                    )
+        prod, test = self.environments.get("production"), self.environments.get("test")
+        if prod and test and prod.cluster == test.cluster:
+            raise refuse(
+                "environments.test.cluster", test.cluster,
+                "production already uses this cluster; production and test of one app must use different clusters",
+            )
+        return self
+
+
+class CairnConfig(Spec):
+    """One configuration file: the clusters and the apps that run on them."""
+
+    clusters: list[ClusterSpec] = Field(default_factory=list)
+    apps: list[AppSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> CairnConfig:
+        for kind, names in (("clusters", [c.name for c in self.clusters]), ("apps", [a.name for a in self.apps])):
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise refuse(f"{kind}[{i}].name", name, "defined twice in this file; names must be unique")
+        return self
+
+    def cluster(self, name: str) -> ClusterSpec | None:
+        return next((c for c in self.clusters if c.name == name), None)

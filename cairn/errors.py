@@ -1,0 +1,84 @@
+"""Every error cairn raises, in one tree.
+
+    CairnError
+    ├── ConfigError            bad input: names the field, the value and the fix (exit 2)
+    ├── NotFound               an app, environment, order, instance or image that does not exist
+    ├── ActionRefused          an action the order's status does not allow (resume a running order, ...)
+    ├── Conflict               another order already holds the environment
+    └── RuntimeFailure         something went wrong where instances run
+        ├── PermanentError     retrying the same call cannot help (image missing, port taken, forbidden)
+        └── TemporaryError     retrying may help (agent or API unreachable, a timeout)
+
+Runtimes translate vendor errors (httpx, kubernetes.client.ApiException, OSError) into this tree
+at their edge, with a hint, so flows decide retries on ``TemporaryError`` alone (kopf's split of
+permanent and temporary errors). Messages never carry secret values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CairnError(Exception):
+    """Base of every cairn error. ``hint`` says what the user can do about it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if not hint else f"{message} (hint: {hint})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
+
+
+class ConfigError(CairnError):
+    """Invalid input. ``problems`` lists each one as (field path, value, fix)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[tuple[str, Any, str]]) -> None:
+        self.problems = problems
+        lines = [f"{field}: {_show(value)}: {fix}" for field, value, fix in problems]
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"invalid configuration ({len(problems)} {noun}):\n  " + "\n  ".join(lines))
+
+    @classmethod
+    def single(cls, field: str, value: Any, fix: str) -> ConfigError:
+        return cls([(field, value, fix)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": "ConfigError",
+            "problems": [{"field": f, "value": _show(v), "fix": fix} for f, v, fix in self.problems],
+        }
+
+
+class NotFound(CairnError):
+    exit_code = 3
+
+
+class ActionRefused(CairnError):
+    exit_code = 4
+
+
+class Conflict(CairnError):
+    exit_code = 5
+
+
+class RuntimeFailure(CairnError):
+    """A runtime could not do what was asked."""
+
+
+class PermanentError(RuntimeFailure):
+    """Retrying the same call cannot succeed until a person changes something."""
+
+
+class TemporaryError(RuntimeFailure):
+    """Retrying may succeed: the runtime was unreachable, busy or slow."""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

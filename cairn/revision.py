@@ -1,0 +1,72 @@
+"""Revisions: the immutable snapshot of what one release order ships.
+
+A revision is one environment's configuration plus the version it ships, with a content digest.
+Equal inputs give equal digests; any change (a variable, the instance count, the version) gives a
+new one. Rollback returns an environment to a revision, so the snapshot, not the live
+configuration, is what a release and a rollback apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from pydantic import Field, computed_field, field_validator, model_validator
+
+from cairn.config import DeployType, EnvironmentName, EnvironmentSpec, Spec
+
+VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def canonical_json(data: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, so a digest depends on content alone."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Revision(Spec):
+    """What a release order ships: ``app``/``environment`` at ``version`` with ``spec``."""
+
+    app: str = Field(title="App")
+    environment: EnvironmentName = Field(title="Environment")
+    deploy_type: DeployType = Field(title="Deploy type")
+    version: str = Field(title="Version", description="Image tag (deploy type image) or code package version/digest.")
+    spec: EnvironmentSpec = Field(title="Environment configuration")
+    package_digest: str | None = Field(None, title="Code package digest", description="sha256 of the code package, when one ships.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _verify_digest(cls, data: Any, handler: Any) -> Revision:
+        """A stored revision carries its digest; loading it back checks the content still matches."""
+        claimed = data.pop("digest", None) if isinstance(data, dict) else None
+        revision = handler(data)
+        if claimed is not None and claimed != revision.digest:
+            raise ValueError(f"revision content does not match its digest {claimed[:12]}: it was altered")
+        return revision
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, version: str) -> str:
+        if not VERSION.match(version):
+            raise ValueError("a version is 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. v2, 1.4.0)")
+        return version
+
+    @computed_field(title="Digest")  # type: ignore[prop-decorator]
+    @property
+    def digest(self) -> str:
+        body = self.model_dump(mode="json", exclude={"digest"})
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits: enough to tell revisions apart in labels and tables."""
+        return self.digest[:12]
+
+    @property
+    def image(self) -> str:
+        """The image instances run: for deploy type image the version is the tag."""
+        if self.deploy_type == "image":
+            # IMAGE_REF allows ":" only before the tag, so the repository is what precedes it.
+            return f"{self.spec.image.partition(':')[0]}:{self.version}"
+        return self.spec.image

@@ -1,0 +1,119 @@
+"""The ``cairn`` command line. Prefect is imported lazily so ``cairn --help`` answers at once."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cairn.deployments.output import console, emit, errors_as_exit
+
+app = typer.Typer(help="cairn: batch releases of containerized apps, as Prefect flows.", no_args_is_help=True, add_completion=False)
+secret_app = typer.Typer(help="Secrets kept in Prefect Secret blocks.", no_args_is_help=True)
+apps_app = typer.Typer(help="Registered applications.", no_args_is_help=True)
+env_app = typer.Typer(help="Environments of an application.", no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
+app.add_typer(apps_app, name="app")
+app.add_typer(env_app, name="env")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
+
+
+@secret_app.command("set")
+def secret_set(name: Annotated[str, typer.Argument(help="Secret name (lowercase, digits, '-').")]) -> None:
+    """Store a secret. The value is read from stdin or a hidden prompt, never from the command line."""
+    from cairn.config import BLOCK_NAME
+    from cairn.errors import ConfigError
+
+    with errors_as_exit():
+        if not BLOCK_NAME.match(name):
+            raise ConfigError.single("name", name, "a secret name is lowercase letters, digits and '-'")
+        value = getpass.getpass(f"value for {name}: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+        if not value:
+            raise ConfigError.single("value", "", "the secret's value is empty; pipe it on stdin or type it at the prompt")
+        from cairn.blocks.store import set_secret
+
+        set_secret(name, value)
+    console.print(f"secret [bold]{name}[/] saved")
+
+
+@app.command("apply")
+def apply_file(
+    file: Annotated[Path, typer.Option("-f", "--file", help="Configuration file (YAML).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate a whole configuration file, then save its clusters, apps and environments."""
+    with errors_as_exit(as_json):
+        from cairn.blocks import store
+        from cairn.configfile import load_file
+
+        config = load_file(file)
+        changes = store.apply(config)
+    emit(
+        [{"kind": c.kind, "name": c.name, "action": c.action} for c in changes],
+        as_json,
+        lambda rows: [console.print(f"{r['kind']} [bold]{r['name']}[/] {r['action']}") for r in rows],
+    )
+
+
+@apps_app.command("list")
+def app_list(as_json: JsonFlag = False) -> None:
+    """Registered applications and their environments."""
+    with errors_as_exit(as_json):
+        from cairn.blocks import store
+        from cairn.blocks.models import AppBlock, EnvironmentBlock
+
+        env_names = set(store.list_block_names(EnvironmentBlock))
+        rows = []
+        for name in store.list_block_names(AppBlock):
+            block = store.load_app(name)
+            envs = [e for e in ("production", "test") if EnvironmentBlock.document_name(name, e) in env_names]
+            rows.append({"name": name, "deploy_type": block.deploy_type, "business_type": block.business_type,
+                         "description": block.description, "environments": envs})
+
+    def render(rows: list[dict]) -> None:
+        table = Table("app", "deploy type", "business type", "environments", "description")
+        for r in rows:
+            table.add_row(r["name"], r["deploy_type"], r["business_type"], ", ".join(r["environments"]), r["description"])
+        console.print(table)
+
+    emit(rows, as_json, render)
+
+
+@env_app.command("show")
+def env_show(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Annotated[str, typer.Argument(metavar="ENV")], as_json: JsonFlag = False) -> None:
+    """The stored configuration of one environment (secret values are never shown: only their names)."""
+    with errors_as_exit(as_json):
+        from cairn.blocks import store
+
+        block = store.load_environment(app_name, env)
+        data = {"app": block.app, "environment": block.environment, "spec": block.spec.model_dump(mode="json")}
+
+    def render(d: dict) -> None:
+        import yaml
+
+        console.print(f"[bold]{d['app']}[/] / [bold]{d['environment']}[/]")
+        console.print(yaml.safe_dump(d["spec"], sort_keys=False), highlight=False, markup=False)
+
+    emit(data, as_json, render)
+
+
+def _register_subcommands() -> None:
+    from cairn.deployments import cli_release
+
+    cli_release.register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

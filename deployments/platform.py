@@ -1,0 +1,163 @@
+"""The platform's processes on this machine: the Prefect server (embedded SQLite) and a worker.
+
+``cairn up`` / ``make demo`` / the tests all start them through here, so there is one way the
+platform runs. Everything lives under ``cairn_home()``: the Prefect home (database, results) is
+shared by the server, the worker and the CLI, which is what lets a suspended release resume in a
+new process and find its persisted results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cairn.errors import TemporaryError
+from cairn.paths import cairn_home
+
+DEFAULT_PORT = 4200
+WORK_POOL = "cairn"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    pid: int | None
+    home: Path
+
+
+def prefect_home() -> Path:
+    return cairn_home() / "prefect"
+
+
+def prefect_env(api_url: str | None = None) -> dict[str, str]:
+    """Environment for every process of the platform: one Prefect home, one API, fast polling."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(prefect_home()),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_BLOCKS_REGISTER_ON_START="false",
+        PREFECT_UI_ENABLED=env.get("PREFECT_UI_ENABLED", "true"),
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT="true",
+        PREFECT_LOCAL_STORAGE_PATH=str(prefect_home() / "storage"),
+        # The worker polls for runs to start, including resumed suspends: 0.5 s keeps approval latency low.
+        PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "0.5"),
+        PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "1"),
+        PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
+    )
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _state_file() -> Path:
+    return cairn_home() / "platform.json"
+
+
+def _read_state() -> dict:
+    try:
+        return json.loads(_state_file().read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_state(state: dict) -> None:
+    _state_file().parent.mkdir(parents=True, exist_ok=True)
+    _state_file().write_text(json.dumps(state, indent=2))
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def free_port(preferred: int = DEFAULT_PORT) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def ensure_server(port: int | None = None, timeout_s: float = 90) -> ServerInfo:
+    """Reuse the server ``cairn up`` started, else start one (SQLite under the Prefect home)."""
+    state = _read_state()
+    server = state.get("server", {})
+    if server.get("url") and healthy(server["url"]):
+        return ServerInfo(server["url"], server.get("pid"), prefect_home())
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    prefect_home().mkdir(parents=True, exist_ok=True)
+    log = (cairn_home() / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=prefect_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    while not healthy(url):
+        if proc.poll() is not None:
+            raise TemporaryError(f"the Prefect server exited with {proc.returncode}", hint=f"see {cairn_home() / 'server.log'}")
+        if time.monotonic() > deadline:
+            raise TemporaryError(f"the Prefect server did not answer within {timeout_s:.0f}s", hint=f"see {cairn_home() / 'server.log'}")
+        time.sleep(0.2)
+    state["server"] = {"url": url, "pid": proc.pid}
+    _write_state(state)
+    return ServerInfo(url, proc.pid, prefect_home())
+
+
+def stop_process_group(pid: int | None, timeout_s: float = 15) -> None:
+    """SIGTERM the group, then SIGKILL: an idle worker may ignore the first SIGTERM for tens of seconds."""
+    if not _alive(pid):
+        return
+    assert pid is not None
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+                if finished:
+                    return
+            except ChildProcessError:
+                if not _alive(pid):
+                    return
+            time.sleep(0.1)
+
+
+def stop_server() -> None:
+    state = _read_state()
+    stop_process_group(state.get("server", {}).get("pid"))
+    state.pop("server", None)
+    _write_state(state)
+
+
+def stop_worker() -> None:
+    state = _read_state()
+    stop_process_group(state.get("worker", {}).get("pid"))
+    state.pop("worker", None)
+    _write_state(state)

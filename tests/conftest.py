@@ -1,0 +1,72 @@
+"""Test session setup: one CAIRN_HOME, one real Prefect server (SQLite), shared by every test.
+
+The environment is fixed in ``pytest_configure``, before any test module imports Prefect,
+because Prefect reads its settings (API URL, home) when it is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("CAIRN_TEST_SESSION"):
+        return
+    home = Path(tempfile.mkdtemp(prefix="cairn-test-"))
+    os.environ["CAIRN_TEST_SESSION"] = "1"
+    os.environ["CAIRN_HOME"] = str(home)
+    from cairn.deployments.platform import free_port, prefect_env
+
+    port = free_port(4300)
+    os.environ.update(prefect_env(f"http://127.0.0.1:{port}/api"))
+    os.environ["PREFECT_UI_ENABLED"] = "false"
+    config._cairn_home = home  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = getattr(config, "_cairn_home", None)
+    if home is None:
+        return
+    from cairn.deployments.platform import stop_server, stop_worker
+
+    stop_worker()
+    stop_server()
+    if not os.environ.get("CAIRN_KEEP_TEST_HOME"):
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (SQLite, all services) on the port chosen at configure time."""
+    from cairn.deployments.platform import ensure_server
+
+    url = os.environ["PREFECT_API_URL"]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    info = ensure_server(port=port)
+    assert info.url == url
+    yield url
+
+
+@pytest.fixture
+def cli(prefect_server: str):  # type: ignore[no-untyped-def]
+    """Run ``cairn`` as a user would: a subprocess with the session's environment."""
+    import subprocess
+    import sys
+
+    def run(*args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cairn.deployments.cli", *args], input=input, capture_output=True, text=True, timeout=300,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"cairn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
