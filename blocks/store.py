@@ -124,9 +124,20 @@ def load_cluster(name: str) -> ClusterBlock:
 
 
 def save_revision(revision: Revision) -> None:
+    """Store a revision once. Orders racing to snapshot the same revision all succeed: the
+    content is the same whoever wins, so a failed save is retried as a load."""
+    import time
+
     name = RevisionBlock.document_name(revision.digest)
-    if _load_or_none(RevisionBlock, name) is None:
-        RevisionBlock(revision=revision).save(name, overwrite=True)
+    for attempt in range(10):
+        if _load_or_none(RevisionBlock, name) is not None:
+            return
+        try:
+            RevisionBlock(revision=revision).save(name, overwrite=True)
+            return
+        except Exception:
+            time.sleep(0.1 * (attempt + 1))
+    load(RevisionBlock, name, what="revision")
 
 
 def load_revision(digest: str) -> Revision:

@@ -82,3 +82,19 @@ class TemporaryError(RuntimeFailure):
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+class BatchFailed(PermanentError):
+    """A batch's instances did not become healthy; the order stops. ``failed`` maps instance -> reason."""
+
+    def __init__(self, batch: int, failed: dict[str, str], events: list[str] | None = None) -> None:
+        self.batch = batch
+        self.failed = failed
+        self.events = events or []
+        lines = [f"  {name}: {reason}" for name, reason in sorted(failed.items())]
+        if self.events:
+            lines += ["events:"] + [f"  {e}" for e in self.events[-20:]]
+        super().__init__(
+            f"batch {batch} failed: {len(failed)} instance(s) not healthy\n" + "\n".join(lines),
+            hint="fix the cause, then `cairn release retry ORDER` re-deploys only the failed instances",
+        )

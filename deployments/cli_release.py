@@ -88,3 +88,109 @@ def create(
         from cairn.deployments import follow
 
         raise typer.Exit(follow.follow(order["id"]))
+
+
+def _render_order(o: dict[str, Any]) -> None:
+    console.print(f"[bold]{o['name']}[/]  {o['id']}\n  status: [bold]{o['status']}[/] ({o['state']})  pause mode: {o['pause_mode']}\n  {o['url']}")
+    if o.get("message") and o["status"] in ("failed", "closed"):
+        console.print(f"  {o['message']}", markup=False, highlight=False)
+    if o.get("instances"):
+        table = Table("instance", "revision", "phase", "ready", "restarts", "reason")
+        for i in o["instances"]:
+            table.add_row(i["name"], i["revision"][:12], i["phase"], "yes" if i["ready"] else "no", str(i["restarts"]), i.get("reason") or "")
+        console.print(table)
+
+
+@release_app.command("list")
+def list_cmd(app_name: Annotated[str | None, typer.Option("--app")] = None, env: Annotated[str | None, typer.Option("--env")] = None,
+             limit: int = 50, as_json: JsonFlag = False) -> None:
+    """Release orders, newest first."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        rows = actions.list_orders(app_name, env, limit)
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table("id", "name", "status", "pause mode", "created")
+        for r in rows:
+            table.add_row(r["id"][:8], r["name"], r["status"], r["pause_mode"], (r["created"] or "")[:19])
+        console.print(table)
+
+    emit(rows, as_json, render)
+
+
+@release_app.command("show")
+def show_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """One order: status, pause mode (with who switched it), and its instances."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.show(order)
+    emit(data, as_json, _render_order)
+
+
+@release_app.command("resume")
+def resume_cmd(order: Annotated[str, typer.Argument(metavar="ID")],
+               pause_mode: Annotated[PauseMode | None, typer.Option("--pause-mode", "-p")] = None,
+               comment: Annotated[str, typer.Option("--comment", "-c")] = "", as_json: JsonFlag = False) -> None:
+    """Approve a paused order: it goes on with the next batch."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.resume(order, pause_mode, comment)
+    emit(data, as_json, _render_order)
+
+
+@release_app.command("pause-mode")
+def pause_mode_cmd(order: Annotated[str, typer.Argument(metavar="ID")], mode: Annotated[PauseMode, typer.Argument(metavar="MODE")],
+                   as_json: JsonFlag = False) -> None:
+    """Switch a running or paused order to another pause mode (recorded with who and when)."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.switch_pause_mode(order, mode)
+    emit(data, as_json, _render_order)
+
+
+@release_app.command("retry")
+def retry_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Re-deploy only the failed instances; a failed order goes on from where it stopped."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.retry(order)
+
+    def render(d: dict[str, Any]) -> None:
+        retried = d["retry"].get("retried") or []
+        console.print(f"re-deployed: {', '.join(retried)}" if retried else "no failed instance: nothing to retry")
+        _render_order(d["order"])
+
+    emit(data, as_json, render)
+
+
+@release_app.command("close")
+def close_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Stop an order that is not completed; it ends `closed` and instances stay as they are."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.close(order)
+    emit(data, as_json, _render_order)
+
+
+@release_app.command("rollback")
+def rollback_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Return every instance to the last completed revision, batch by batch (closing this order first)."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.rollback(order=order)
+    emit(data, as_json, lambda d: console.print(f"rolled back ({d['rollback']})"))
+
+
+@release_app.command("wait")
+def wait_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Follow an order with a progress bar until it pauses or ends."""
+    from cairn.deployments import follow
+
+    raise typer.Exit(follow.follow(order))

@@ -8,6 +8,8 @@ new process and find its persisted results.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -161,3 +163,49 @@ def stop_worker() -> None:
     stop_process_group(state.get("worker", {}).get("pid"))
     state.pop("worker", None)
     _write_state(state)
+
+
+FLOWS = {
+    "release": "flows/release.py:release",
+    "rollback": "flows/rollback.py:rollback",
+    "retry": "flows/retry.py:retry",
+}
+
+
+def ensure_deployments() -> dict[str, str]:
+    """Create the work pool and the deployments cairn's flows run from (idempotent)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.flows import Flow
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    root = Path(__file__).resolve().parents[1]
+    ids = {}
+    for name, entrypoint in FLOWS.items():
+        flow = Flow.from_source(source=str(root), entrypoint=entrypoint)
+        # deploy() prints a table meant for its own CLI; keep cairn's stdout clean (--json).
+        with contextlib.redirect_stdout(io.StringIO()):
+            ids[name] = str(flow.deploy(name=name, work_pool_name=WORK_POOL, print_next_steps=False, build=False, push=False,
+                                        ignore_warnings=True))
+    return ids
+
+
+def ensure_worker(api_url: str) -> int:
+    """A process worker for cairn's pool; flows run in processes it starts, which outlive `cairn` itself."""
+    state = _read_state()
+    pid = state.get("worker", {}).get("pid")
+    if _alive(pid):
+        return pid  # type: ignore[no-any-return]
+    log = (cairn_home() / "worker.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "100"],
+        env=prefect_env(api_url), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    state["worker"] = {"pid": proc.pid}
+    _write_state(state)
+    return proc.pid

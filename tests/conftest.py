@@ -36,9 +36,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if home is None:
         return
     from cairn.deployments.platform import stop_server, stop_worker
+    from cairn.runtimes.local import stop_agent
 
     stop_worker()
     stop_server()
+    stop_agent(purge=True)
     if not os.environ.get("CAIRN_KEEP_TEST_HOME"):
         shutil.rmtree(home, ignore_errors=True)
 
@@ -70,3 +72,16 @@ def cli(prefect_server: str):  # type: ignore[no-untyped-def]
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def platform(prefect_server: str) -> str:
+    """The whole platform as `cairn up` runs it: deployments, a process worker and the local agent."""
+    from cairn.deployments.platform import ensure_deployments, ensure_worker
+    from cairn.runtimes.local import start_agent
+
+    ensure_deployments()
+    ensure_worker(prefect_server)
+    status = start_agent()
+    assert status["running"], status
+    return prefect_server

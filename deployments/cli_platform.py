@@ -1,0 +1,189 @@
+"""``cairn up/down/status``, ``cairn agent ...`` and the instance commands (SPEC 4)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cairn.deployments.output import console, emit, errors_as_exit
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
+AppArg = Annotated[str, typer.Argument(metavar="APP")]
+EnvArg = Annotated[str, typer.Argument(metavar="ENV")]
+agent_app = typer.Typer(help="The local node agent that owns local instances.", no_args_is_help=True)
+
+
+def register(root: typer.Typer, env_app: typer.Typer) -> None:
+    root.add_typer(agent_app, name="agent")
+    root.command("up")(up)
+    root.command("down")(down)
+    root.command("status")(status)
+    root.command("instances")(instances)
+    root.command("events")(events)
+    root.command("logs")(logs)
+    root.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(exec_cmd)
+    root.command("shell")(shell)
+    env_app.command("rollback")(env_rollback)
+
+
+def up(as_json: JsonFlag = False) -> None:
+    """Start (or reuse) the Prefect server, the cairn work pool, deployments and worker, and the local agent."""
+    with errors_as_exit(as_json):
+        import os
+
+        from cairn.deployments import platform
+        from cairn.runtimes.local import start_agent
+
+        server = platform.ensure_server()
+        os.environ.update(platform.prefect_env(server.url))
+        deployments = platform.ensure_deployments()
+        worker = platform.ensure_worker(server.url)
+        agent = start_agent()
+    data = {"server": server.url, "ui": server.url.removesuffix("/api"), "worker_pid": worker, "deployments": deployments, "agent": agent}
+    emit(data, as_json, lambda d: console.print(f"Prefect UI: {d['ui']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}\n"
+                                                f"export PREFECT_API_URL={d['server']}"))
+
+
+def down(purge: Annotated[bool, typer.Option("--purge", help="Also stop every local instance.")] = False) -> None:
+    """Stop the worker, the server and the agent (instances keep running unless --purge)."""
+    with errors_as_exit():
+        from cairn.deployments import platform
+        from cairn.runtimes.local import stop_agent
+
+        platform.stop_worker()
+        platform.stop_server()
+        stop_agent(purge=purge)
+    console.print("platform stopped")
+
+
+def status(as_json: JsonFlag = False) -> None:
+    """What of the platform runs."""
+    from cairn.deployments import platform
+    from cairn.runtimes.local import agent_status
+
+    state = platform._read_state()
+    url = state.get("server", {}).get("url")
+    data = {"server": {"url": url, "healthy": bool(url and platform.healthy(url))},
+            "worker": {"pid": state.get("worker", {}).get("pid"), "running": platform._alive(state.get("worker", {}).get("pid"))},
+            "agent": agent_status()}
+    emit(data, as_json, lambda d: console.print_json(data=d))
+
+
+@agent_app.command("start")
+def agent_start(as_json: JsonFlag = False) -> None:
+    """Start the agent (no-op when running)."""
+    with errors_as_exit(as_json):
+        from cairn.runtimes.local import start_agent
+
+        data = start_agent()
+    emit(data, as_json, lambda d: console.print_json(data=d))
+
+
+@agent_app.command("stop")
+def agent_stop(purge: Annotated[bool, typer.Option("--purge", help="Also stop every instance.")] = False) -> None:
+    """Stop the agent; instances keep running (adopted at next start) unless --purge."""
+    with errors_as_exit():
+        from cairn.runtimes.local import stop_agent
+
+        stop_agent(purge=purge)
+    console.print("agent stopped")
+
+
+@agent_app.command("status")
+def agent_status_cmd(as_json: JsonFlag = False) -> None:
+    """Whether the agent runs, its pid, socket, instances and cgroup support."""
+    from cairn.runtimes.local import agent_status
+
+    emit(agent_status(), as_json, lambda d: console.print_json(data=d))
+
+
+def _target(app: str, env: str):  # type: ignore[no-untyped-def]
+    from cairn.tasks.context import env_target
+
+    return env_target(app, env)
+
+
+def instances(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
+    """The environment view: each instance's revision, health, ports, restarts and age."""
+    with errors_as_exit(as_json):
+        t = _target(app, env)
+        rows = [i.to_dict() for i in t.runtime.observe(t.env)]
+    now = time.time()
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table("instance", "revision", "phase", "ready", "address", "ports", "restarts", "age", "reason")
+        for r in rows:
+            age = f"{now - r['started_at']:.0f}s" if r.get("started_at") else "-"
+            ports = ", ".join(f"{k}->{v}" for k, v in r["ports"].items())
+            table.add_row(r["name"], r["revision"][:12], r["phase"], "yes" if r["ready"] else "no", r.get("address") or "-",
+                          ports, str(r["restarts"]), age, r.get("reason") or "")
+        console.print(f"{app}/{env}: {len(rows)} instances")
+        console.print(table)
+
+    emit(rows, as_json, render)
+
+
+def events(app: AppArg, env: EnvArg, instance: Annotated[str | None, typer.Option("--instance", "-i")] = None,
+           as_json: JsonFlag = False) -> None:
+    """System events of the environment's instances; Warning ones marked."""
+    with errors_as_exit(as_json):
+        t = _target(app, env)
+        rows = [e.to_dict() for e in t.runtime.events(t.env, instance=instance)]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table("time", "type", "instance", "reason", "message")
+        for r in rows:
+            style = "bold yellow" if r["type"] == "Warning" else ""
+            table.add_row(time.strftime("%H:%M:%S", time.localtime(r["time"])), r["type"], r["instance"], r["reason"], r["message"], style=style)
+        console.print(table)
+
+    emit(rows, as_json, render)
+
+
+def logs(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
+         follow: Annotated[bool, typer.Option("-f", "--follow")] = False, tail: Annotated[int | None, typer.Option("--tail")] = None) -> None:
+    """An instance's logs (stdout/stderr with timestamps); -f keeps following."""
+    with errors_as_exit():
+        t = _target(app, env)
+        try:
+            for line in t.runtime.logs(t.env, instance, follow=follow, tail=tail):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+
+
+def exec_cmd(ctx: typer.Context, app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")]) -> None:
+    """Run a command inside an instance: cairn exec APP ENV INSTANCE -- CMD..."""
+    command = [a for a in ctx.args if a != "--"] or ["sh", "-c", "true"]
+    with errors_as_exit():
+        from cairn.deployments.actions import who
+
+        t = _target(app, env)
+        result = t.runtime.exec(t.env, instance, command, user=who())
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    raise typer.Exit(result.exit_code)
+
+
+def shell(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")]) -> None:
+    """An interactive shell inside an instance (its env, paths and cwd)."""
+    with errors_as_exit():
+        from cairn.deployments.actions import who
+
+        t = _target(app, env)
+        code = t.runtime.shell(t.env, instance, user=who())
+    raise typer.Exit(code)
+
+
+def env_rollback(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
+    """Return the environment to the last completed revision (closing an active order first)."""
+    with errors_as_exit(as_json):
+        from cairn.deployments import actions
+
+        data = actions.rollback(app=app, env=env)
+    emit(data, as_json, lambda d: console.print(f"rolled back ({d['rollback']})"))

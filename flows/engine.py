@@ -1,0 +1,70 @@
+"""The loop every release and rollback runs: observe, ask the plan for the next step, do it.
+
+Nothing about progress is remembered between iterations: each one reads the instances from the
+runtime and asks ``cairn.plan.next_step``. So a re-run of the flow (after a suspend, a crash, a
+dashboard retry or a restart of everything) picks up exactly where the instances are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.context import FlowRunContext
+
+from cairn.errors import BatchFailed
+from cairn.flows import approval, orders
+from cairn.plan import PauseMode, next_step, plan_release
+from cairn.revision import Revision
+from cairn.tasks.batch import apply_batch, observe, retire_slots, slot_states, wait_healthy
+from cairn.tasks.report import publish
+
+
+def current_run() -> tuple[UUID, int]:
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None, "runs only inside a flow"
+    return context.flow_run.id, context.flow_run.run_count
+
+
+def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_pause_s: float, suspend_timeout_s: float,
+          title: str) -> dict[str, Any]:
+    run_id, run_count = current_run()
+    order = str(run_id)
+    logger = get_run_logger()
+    plan = plan_release(revision.spec.instances, batches)
+    approved: set[int] = set()
+    replaced_failed = False
+    while True:
+        instances = observe(revision)
+        publish(run_id, plan, instances, revision, title)
+        mode = orders.read_mode(run_id, default_mode).mode
+        step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
+        if step.kind == "apply":
+            apply_batch(order, step.batch, list(step.slots), revision)
+        elif step.kind == "wait":
+            batch = plan.batch(step.batch)  # type: ignore[arg-type]
+            wait_healthy(order, batch.index, list(batch.slots), revision)
+        elif step.kind == "fail":
+            # A re-run (dashboard retry, `cairn release retry`) replaces the failed instances once.
+            if run_count > 1 and not replaced_failed:
+                replaced_failed = True
+                apply_batch(order, step.batch, list(step.slots), revision, replace_failed=True)
+                continue
+            names = {f"{revision.app}-{revision.environment}-{s}": r for s, r in step.reasons.items()}
+            raise BatchFailed(step.batch, names)  # type: ignore[arg-type]
+        elif step.kind == "pause":
+            answer = approval.await_approval(step.batch, mode, hot_window_s=hot_pause_s, suspend_timeout_s=suspend_timeout_s)  # type: ignore[arg-type]
+            approved.add(step.batch)  # type: ignore[arg-type]
+            logger.info("batch %s approved by %s: %s", step.batch, answer.approved_by, answer.comment or "(no comment)")
+            if PauseMode(answer.pause_mode) is not mode:
+                orders.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
+                                  why=f"resume after batch {step.batch}", default=default_mode)
+        else:
+            extra = sorted(i.slot for i in instances if i.slot >= plan.instances)
+            if extra:
+                retire_slots(order, extra, revision)
+                instances = observe(revision)
+            publish(run_id, plan, instances, revision, title)
+            logger.info("%s: every instance runs revision %s", title, revision.short)
+            return {"revision": revision.digest, "instances": plan.instances, "batches": batches}

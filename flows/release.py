@@ -1,0 +1,72 @@
+"""The release order: one flow run that ships one version of one app to one environment."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from typing_extensions import Annotated
+
+from prefect import flow, get_run_logger
+
+from cairn.blocks import store
+from cairn.errors import Conflict
+from cairn.flows import orders
+from cairn.flows.engine import current_run, drive
+from cairn.plan import PauseMode
+from cairn.revision import Revision
+
+
+def snapshot(app: str, environment: str, version: str) -> Revision:
+    """The revision an order ships: the environment's stored configuration and the version, frozen."""
+    from cairn import packages
+
+    app_block = store.load_app(app)
+    env_block = store.load_environment(app, environment)
+    package_digest = packages.resolve(app, version).digest if app_block.deploy_type == "code-package" else None
+    revision = Revision(app=app, environment=env_block.environment, deploy_type=app_block.deploy_type,
+                        version=version, spec=env_block.spec, package_digest=package_digest)
+    store.save_revision(revision)
+    return revision
+
+
+def revision_of_run(tags: list[str]) -> Revision | None:
+    prefix = next((t[len(orders.REV_TAG):] for t in tags if t.startswith(orders.REV_TAG)), None)
+    return store.load_revision(prefix) if prefix else None
+
+
+def guard_single_active(app: str, environment: str) -> None:
+    """Refuse to run while an older order holds the environment (also for runs started in the UI)."""
+    run_id, _ = current_run()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        me = client.read_flow_run(run_id)
+    older = [r for r in orders.active_runs(app, environment, exclude=run_id) if r.created and me.created and r.created < me.created]
+    if older:
+        raise Conflict(f"environment {app}/{environment} already has an active order {older[0].id} ({older[0].name})",
+                       hint="wait for it, close it, or create with --queue")
+
+
+@flow(name="release", flow_run_name="{app}-{environment}-{version}", persist_result=True, validate_parameters=True)
+def release(
+    app: Annotated[str, Field(title="App", description="Name of a registered app.")],
+    environment: Annotated[Literal["production", "test"], Field(title="Environment")],
+    version: Annotated[str, Field(title="Version", description="Image tag or code package version to ship.")],
+    batches: Annotated[int, Field(title="Batches", ge=1, description="1 <= batches <= instances.")] = 2,
+    pause_mode: Annotated[Literal["first_batch", "every_batch", "none"], Field(title="Pause mode")] = "first_batch",
+    hot_pause_s: Annotated[float, Field(title="Hot pause (s)", ge=0, description="Stay paused in-process this long, then suspend.")] = 600.0,
+    suspend_days: Annotated[float, Field(title="Suspend timeout (days)", gt=0)] = 30.0,
+) -> dict[str, Any]:
+    """Ship ``version`` to ``app``/``environment`` batch by batch, pausing for approval per the pause mode."""
+    run_id, _ = current_run()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        tags = client.read_flow_run(run_id).tags
+    revision = revision_of_run(tags) or snapshot(app, environment, version)
+    orders.set_tags(run_id, [*orders.tags_for("release", app, environment), f"{orders.REV_TAG}{revision.digest[:32]}"])
+    guard_single_active(app, environment)
+    get_run_logger().info("release %s %s -> %s (revision %s)", app, environment, version, revision.short)
+    return drive(revision, batches, PauseMode(pause_mode), hot_pause_s=hot_pause_s, suspend_timeout_s=suspend_days * 86400,
+                 title=f"{app} {environment} -> {version}")

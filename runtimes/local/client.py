@@ -1,0 +1,121 @@
+"""``LocalRuntime``: the Runtime protocol spoken to the local agent over its unix socket.
+
+Transport failures become ``TemporaryError`` (the agent may come back); the agent's own error
+answers are rebuilt as the ``cairn.errors`` class it raised, hint included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cairn import errors
+from cairn.revision import Revision
+from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase
+from cairn.runtimes.local import enter
+from cairn.runtimes.local.state import default_state_dir
+
+ERRORS: dict[str, type[errors.CairnError]] = {
+    "NotFound": errors.NotFound, "PermanentError": errors.PermanentError, "TemporaryError": errors.TemporaryError,
+}
+
+
+def _env(env: EnvRef) -> dict[str, str]:
+    return {"cluster": env.cluster, "app": env.app, "environment": env.environment}
+
+
+class LocalRuntime:
+    """The local runtime. ``autostart`` starts the agent on first use when it is not running."""
+
+    def __init__(self, state_dir: Path | str | None = None, *, autostart: bool = False) -> None:
+        self.state_dir = default_state_dir(state_dir)
+        self.autostart = autostart
+        self.socket = self.state_dir / "agent.sock"
+
+    def _client(self, timeout: float | None) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.socket))
+        return httpx.Client(transport=transport, base_url="http://cairn-agent", timeout=timeout)
+
+    def _unreachable(self, exc: Exception) -> errors.TemporaryError:
+        return errors.TemporaryError(
+            f"the local agent is not reachable at {self.socket} ({type(exc).__name__})",
+            hint="start it with `cairn agent start` (cairn.runtimes.local.start_agent)",
+        )
+
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+              body: Mapping[str, Any] | None = None, timeout: float | None = 30) -> Any:
+        if self.autostart and not self.socket.exists():
+            from cairn.runtimes.local.control import start_agent
+
+            start_agent(self.state_dir)
+        try:
+            with self._client(timeout) as client:
+                response = client.request(method, path, params=params, json=body)
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unreachable(exc) from None
+        data = response.json()
+        if response.status_code >= 400:
+            kind = ERRORS.get(data.get("error", ""), errors.PermanentError)
+            raise kind(data.get("message", "agent error"), hint=data.get("hint"))
+        return data
+
+    # --- the protocol ----------------------------------------------------------------------
+    def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, *, secrets: Mapping[str, str] | None = None,
+               replace_failed: bool = False, order: str | None = None) -> None:
+        body = {
+            "env": _env(env), "slots": list(slots), "revision": revision.model_dump(mode="json", exclude={"digest"}),
+            "secrets": dict(secrets or {}), "replace_failed": replace_failed, "order": order,
+        }
+        self._call("POST", "/ensure", body=body, timeout=None)
+
+    def observe(self, env: EnvRef) -> list[Instance]:
+        rows = self._call("GET", "/observe", params=_env(env))
+        return [
+            Instance(**{**row, "phase": Phase(row["phase"]), "ports": {int(k): v for k, v in row["ports"].items()}})
+            for row in rows
+        ]
+
+    def events(self, env: EnvRef, *, instance: str | None = None, since: float | None = None) -> list[Event]:
+        params: dict[str, Any] = _env(env)
+        if instance:
+            params["instance"] = instance
+        if since is not None:
+            params["since"] = since
+        return [Event(**row) for row in self._call("GET", "/events", params=params)]
+
+    def logs(self, env: EnvRef, instance: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        params: dict[str, Any] = {**_env(env), "instance": instance, "follow": "1" if follow else "0"}
+        if tail is not None:
+            params["tail"] = tail
+        try:
+            with self._client(None) as client, client.stream("GET", "/logs", params=params) as response:
+                if response.status_code >= 400:
+                    data = json.loads(response.read())
+                    kind = ERRORS.get(data.get("error", ""), errors.PermanentError)
+                    raise kind(data.get("message", "agent error"), hint=data.get("hint"))
+                yield from response.iter_lines()
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unreachable(exc) from None
+
+    def exec(self, env: EnvRef, instance: str, command: Sequence[str], *, user: str, timeout_s: float = 60) -> ExecResult:
+        body = {"env": _env(env), "instance": instance, "command": list(command), "user": user, "timeout_s": timeout_s}
+        data = self._call("POST", "/exec", body=body, timeout=timeout_s + 30)
+        return ExecResult(exit_code=data["exit_code"], stdout=data["stdout"], stderr=data["stderr"])
+
+    def shell(self, env: EnvRef, instance: str, *, user: str, command: Sequence[str] = ("sh",)) -> int:
+        # The agent records the session and names the process; the terminal stays the caller's own,
+        # so job control, resizing and raw mode just work (as `kubectl exec -it` feels).
+        if os.geteuid() != 0:
+            raise errors.PermanentError("an interactive shell into a local instance needs root", hint="run as root (sudo)")
+        body = {"env": _env(env), "instance": instance, "command": list(command), "user": user}
+        pid = int(self._call("POST", "/enter", body=body)["pid"])
+        return subprocess.call(enter.argv(pid, command), env=enter.environ(pid))
+
+    def terminate(self, env: EnvRef, slots: Sequence[int]) -> None:
+        self._call("POST", "/terminate", body={"env": _env(env), "slots": list(slots)}, timeout=None)

@@ -1,0 +1,286 @@
+"""What the agent does for each protocol call: create, read, stop and remove instances on disk.
+
+The agent process serves these over its socket (agent.py); they read the truth from the state
+directory and the shims every time, so a restarted agent needs no memory of its own. ``ensure``
+validates everything (image, package, secrets, host paths) before it creates anything, and
+undoes a half-made instance, so bad input leaves nothing started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from cairn import packages
+from cairn.errors import NotFound, PermanentError
+from cairn.revision import Revision
+from cairn.runtime import EnvRef, ExecResult, Instance, Phase
+from cairn.runtimes.local import cgroups, enter, events, images, netns
+from cairn.runtimes.local.state import EnvDir, alive, all_instance_dirs, read_json, write_json
+
+SHIM_START_TIMEOUT_S = 15.0
+STOP_MARGIN_S = 15.0
+
+
+def backoff_base() -> float:
+    return float(os.environ.get("CAIRN_AGENT_BACKOFF_BASE_S", "10"))
+
+
+def shim_alive(status: Mapping[str, Any] | None) -> bool:
+    return bool(status) and alive(status.get("shim_pid"), status.get("shim_start"))  # type: ignore[union-attr]
+
+
+class Node:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self._alloc = threading.Lock()
+        self._env_locks: dict[EnvRef, threading.Lock] = {}
+
+    def _env_lock(self, env: EnvRef) -> threading.Lock:
+        with self._alloc:
+            return self._env_locks.setdefault(env, threading.Lock())
+
+    # --- reading ---------------------------------------------------------------------------
+    def _instance(self, directory: Path) -> Instance | None:
+        config, status = read_json(directory / "config.json"), read_json(directory / "status.json")
+        if config is None:
+            return None
+        status = status or {}
+        phase, reason = status.get("phase", str(Phase.PENDING)), status.get("reason")
+        if phase == "stopped":
+            phase = str(Phase.TERMINATING)
+        elif status and phase != str(Phase.FAILED) and not shim_alive(status):
+            phase, reason = str(Phase.FAILED), "its supervisor (shim) is gone, e.g. after a reboot; retry to recreate it"
+        ports = {int(k): int(v) for k, v in config["ports"].items()}
+        return Instance(
+            name=config["instance"], slot=config["slot"], revision=config["revision"], phase=Phase(phase),
+            ready=bool(status.get("ready")) and phase == str(Phase.RUNNING), address=config["address"], ports=ports,
+            restarts=status.get("restarts", 0), started_at=status.get("started_at"), reason=reason,
+            exit_code=status.get("exit_code"),
+        )
+
+    def observe(self, env: EnvRef) -> list[Instance]:
+        found = (self._instance(d) for d in EnvDir.of(self.state, env).instances())
+        return sorted((i for i in found if i is not None), key=lambda i: i.slot)
+
+    def _dir(self, env: EnvRef, name: str) -> Path:
+        directory: Path = EnvDir.of(self.state, env).instance(name)
+        if not (directory / "config.json").exists():
+            raise NotFound(f"no instance {name} in {env.app}/{env.environment}", hint="cairn status lists the instances")
+        return directory
+
+    def _app_pid(self, directory: Path) -> int:
+        status = read_json(directory / "status.json") or {}
+        pid = status.get("app_pid")
+        if not pid or not alive(pid, status.get("app_start")):
+            raise PermanentError(f"instance {directory.name} has no running process (phase {status.get('phase')})",
+                                 hint="wait until it runs, or read its events")
+        return int(pid)
+
+    # --- creating --------------------------------------------------------------------------
+    def _validate(self, revision: Revision, secrets: Mapping[str, str]) -> images.Image:
+        image = images.resolve(revision.image)
+        spec = revision.spec
+        if revision.deploy_type == "code-package":
+            if not revision.package_digest:
+                raise PermanentError("deploy type code-package needs a code package", hint="build or add a package for this version")
+            packages.read_verified(revision.package_digest)
+        missing = sorted(set(spec.secret_env) - set(secrets))
+        if missing:
+            raise PermanentError(f"no value for secret variables {', '.join(missing)}", hint="pass every secret_env value to ensure")
+        for i, mount in enumerate(spec.dirs):
+            host = Path(mount.host_path)
+            try:
+                host.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PermanentError(
+                    f"dirs[{i}]: host path {mount.host_path} for {mount.path} cannot be created: {exc.strerror}",
+                    hint="pick a host_path the agent (root) can create, outside read-only or file paths",
+                ) from None
+            if not host.is_dir():
+                raise PermanentError(f"dirs[{i}]: host path {mount.host_path} is not a directory", hint="point host_path at a directory")
+        return image
+
+    def _config(self, env: EnvRef, slot: int, revision: Revision, image: images.Image, directory: Path,
+                address: str, order: str | None) -> dict[str, Any]:
+        spec, name = revision.spec, env.instance(slot)
+        mounts: list[dict[str, Any]] = []
+        workdir = image.workdir
+        if revision.deploy_type == "code-package" and spec.deploy_root:
+            mounts.append({"source": str(directory / "code"), "target": spec.deploy_root, "kind": "dir"})
+            workdir = spec.deploy_root
+        for i, file in enumerate(spec.files):
+            source = directory / "files" / str(i)
+            mounts.append({"source": str(source), "target": file.path, "kind": "file", "readonly": True})
+        for mount in spec.dirs:
+            mounts.append({"source": mount.host_path, "target": mount.path, "kind": "dir"})
+        env_vars = {"PATH": images.default_path(), "HOME": "/root", "HOSTNAME": name, **image.env, **spec.env}
+        return {
+            "instance": name, "slot": slot, "env": env_vars, "revision": revision.digest, "version": revision.version,
+            "order": order, "spec": spec.model_dump(mode="json"), "address": address,
+            "ports": {str(p.container_port): p.container_port for p in spec.ports},
+            "cgroups": {}, "events": str(EnvDir.of(self.state, env).events), "backoff_base_s": backoff_base(),
+            "secret_names": sorted(spec.secret_env),
+            "run": {
+                "netns": str(directory / "netns"), "layer": str(directory / "layer"), "root": str(directory / "root"),
+                "rootfs": image.rootfs, "mounts": mounts, "workdir": workdir, "hostname": name, "address": address,
+                "argv": image.argv(spec.command), "cgroups": {},
+            },
+        }
+
+    def _create(self, env: EnvRef, slot: int, revision: Revision, image: images.Image,
+                secrets: Mapping[str, str], order: str | None) -> None:
+        name = env.instance(slot)
+        directory = EnvDir.of(self.state, env).instance(name)
+        spec = revision.spec
+        events_file = EnvDir.of(self.state, env).events
+        with self._alloc:
+            used = {c["address"] for d in all_instance_dirs(self.state) if (c := read_json(d / "config.json"))}
+            address = netns.allocate(used)
+            config = self._config(env, slot, revision, image, directory, address, order)
+            directory.mkdir(parents=True)
+            write_json(directory / "config.json", config)  # claims the address
+        try:
+            events.record(events_file, name, "Scheduled", f"Assigned {name} to this node (revision {revision.short})")
+            if revision.deploy_type == "code-package" and revision.package_digest:
+                packages.unpack(revision.package_digest, directory / "code")
+                events.record(events_file, name, "Unpacked", f"Unpacked code package {revision.package_digest[:12]} into {spec.deploy_root}")
+            else:
+                events.record(events_file, name, "Pulled", f"Image {image.ref} found at {image.directory}")
+            for i, file in enumerate(spec.files):
+                (directory / "files").mkdir(exist_ok=True)
+                (directory / "files" / str(i)).write_text(file.content)
+            paths = cgroups.create(name, spec.memory_mb, spec.cpu)
+            if not paths:
+                events.record(events_file, name, "LimitsNotEnforced", str(cgroups.problem()), warning=True)
+            config["cgroups"] = config["run"]["cgroups"] = paths
+            write_json(directory / "config.json", config)
+            netns.ensure_bridge()  # another agent's purge may have removed it since this one started
+            taken: set[str] = set()
+            while True:
+                try:
+                    netns.create(directory / "netns", config["address"])
+                    break
+                except netns.AddressTaken:
+                    with self._alloc:
+                        taken.add(config["address"])
+                        used = {c["address"] for d in all_instance_dirs(self.state) if (c := read_json(d / "config.json"))}
+                        config["address"] = config["run"]["address"] = netns.allocate(used | taken)
+                        write_json(directory / "config.json", config)
+            self._spawn_shim(directory, secrets)
+        except BaseException:
+            cgroups.remove(config["cgroups"])
+            netns.delete(directory / "netns", config["address"] if (directory / "netns").exists() else None)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    def _spawn_shim(self, directory: Path, secrets: Mapping[str, str]) -> None:
+        # Secrets travel on the shim's stdin: never argv (visible in ps), never a file.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cairn.runtimes.local.shim", str(directory)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        proc.communicate(json.dumps(dict(secrets)).encode(), timeout=SHIM_START_TIMEOUT_S)
+        deadline = time.monotonic() + SHIM_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if shim_alive(read_json(directory / "status.json")):
+                return
+            time.sleep(0.05)
+        raise PermanentError(f"the supervisor of {directory.name} did not start", hint=f"see {directory / 'shim.log'}")
+
+    def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, secrets: Mapping[str, str],
+               replace_failed: bool, order: str | None) -> None:
+        with self._env_lock(env):
+            image = self._validate(revision, secrets)
+            current = {i.slot: i for i in self.observe(env)}
+            replace: list[int] = []
+            create: list[int] = []
+            for slot in slots:
+                have = current.get(slot)
+                if have is None:
+                    create.append(slot)
+                elif have.revision != revision.digest or (replace_failed and have.phase is Phase.FAILED):
+                    replace.append(slot)
+            if replace:
+                self.terminate(env, replace)
+            for slot in sorted([*create, *replace]):
+                self._create(env, slot, revision, image, secrets, order)
+
+    # --- stopping --------------------------------------------------------------------------
+    def _stop(self, directory: Path, *, now: bool) -> None:
+        config = read_json(directory / "config.json") or {}
+        status = read_json(directory / "status.json") or {}
+        if shim_alive(status):
+            os.kill(status["shim_pid"], signal.SIGUSR1 if now else signal.SIGTERM)
+            grace = (config.get("spec") or {}).get("lifecycle", {}).get("termination_grace_period_s", 30)
+            deadline = time.monotonic() + (0 if now else grace) + STOP_MARGIN_S
+            while shim_alive(read_json(directory / "status.json")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            status = read_json(directory / "status.json") or {}
+            if shim_alive(status):
+                os.kill(status["shim_pid"], signal.SIGKILL)
+        if alive(status.get("app_pid"), status.get("app_start")):
+            os.kill(status["app_pid"], signal.SIGKILL)
+        cgroups.remove(config.get("cgroups") or {})
+        netns.delete(directory / "netns", config.get("address"))
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def terminate(self, env: EnvRef, slots: Sequence[int], *, now: bool = False) -> None:
+        envdir = EnvDir.of(self.state, env)
+        targets = [envdir.instance(env.instance(s)) for s in slots]
+        targets = [d for d in targets if d.exists()]
+        if targets:
+            with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+                list(pool.map(lambda d: self._stop(d, now=now), targets))
+
+    def purge(self) -> int:
+        """Stop every instance at once (SIGKILL, no PreStop) and remove the bridge."""
+        targets = list(all_instance_dirs(self.state))
+        if targets:
+            with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+                list(pool.map(lambda d: self._stop(d, now=True), targets))
+        netns.remove_bridge()
+        return len(targets)
+
+    # --- inside an instance ----------------------------------------------------------------
+    def _redact(self, directory: Path, pid: int, text: str) -> str:
+        config = read_json(directory / "config.json") or {}
+        environ = enter.environ(pid)
+        for var in config.get("secret_names", []):
+            value = environ.get(var, "")
+            if len(value) >= 3:
+                text = text.replace(value, "***")
+        return text
+
+    def exec(self, env: EnvRef, name: str, command: Sequence[str], user: str, timeout_s: float) -> ExecResult:
+        directory = self._dir(env, name)
+        pid = self._app_pid(directory)
+        shown = self._redact(directory, pid, shlex.join(command))
+        events.record(EnvDir.of(self.state, env).events, name, "Exec", f"{user} ran: {shown}")
+        result: ExecResult = enter.run(pid, command, timeout_s=timeout_s)
+        return result
+
+    def enter(self, env: EnvRef, name: str, command: Sequence[str], user: str) -> int:
+        """The pid a shell joins; the session itself runs on the caller's terminal."""
+        directory = self._dir(env, name)
+        pid = self._app_pid(directory)
+        shown = self._redact(directory, pid, shlex.join(command))
+        events.record(EnvDir.of(self.state, env).events, name, "Shell", f"{user} opened an interactive session: {shown}")
+        return pid
+
+    def log_path(self, env: EnvRef, name: str) -> Path:
+        return self._dir(env, name) / "logs" / "container.log"
+
+    def count(self) -> int:
+        return sum(1 for _ in all_instance_dirs(self.state))

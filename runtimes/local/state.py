@@ -1,0 +1,91 @@
+"""Where the agent keeps what it knows, and how it reads it back after a restart.
+
+Everything the agent and the shims share is a file under the state directory, written
+atomically (write + rename), so a reader never sees half a record and a restarted agent
+re-adopts instances by reading the tree alone:
+
+    <state>/agent.sock, agent.pid, agent.log
+    <state>/envs/<cluster>/<app>/<environment>/events.jsonl
+    <state>/envs/<cluster>/<app>/<environment>/instances/<name>/
+        config.json   what the shim runs (no secret values)
+        status.json   what the shim reports (phase, pids, restarts, ...)
+        code/ files/ netns layer/ root/ logs/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cairn.paths import cairn_home
+from cairn.runtime import EnvRef
+
+
+def default_state_dir(state_dir: Path | str | None = None) -> Path:
+    if state_dir is not None:
+        return Path(state_dir)
+    return Path(os.environ.get("CAIRN_AGENT_STATE") or cairn_home() / "agent")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=".tmp-") as tmp:
+        json.dump(data, tmp, sort_keys=True)
+    os.replace(tmp.name, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+
+    A pid alone can be reused after the process exits; pid plus start time cannot.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int | None, start_time: int | None) -> bool:
+    return pid is not None and start_time is not None and process_start_time(pid) == start_time
+
+
+@dataclass(frozen=True)
+class EnvDir:
+    root: Path
+    env: EnvRef
+
+    @classmethod
+    def of(cls, state: Path, env: EnvRef) -> EnvDir:
+        return cls(state / "envs" / env.cluster / env.app / env.environment, env)
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    def instance(self, name: str) -> Path:
+        return self.root / "instances" / name
+
+    def instances(self) -> list[Path]:
+        folder = self.root / "instances"
+        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def all_instance_dirs(state: Path) -> Iterator[Path]:
+    yield from sorted(state.glob("envs/*/*/*/instances/*"))

@@ -1,0 +1,102 @@
+"""Apply one batch, wait for it to be healthy, observe an environment: the release's tasks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from prefect import get_run_logger, task
+
+from cairn.errors import BatchFailed
+from cairn.plan import SlotState
+from cairn.revision import Revision
+from cairn.runtime import Instance, Phase
+from cairn.tasks.context import retry_temporary, secrets_for, target
+
+POLL_S = 0.2
+
+
+def observe(revision: Revision) -> list[Instance]:
+    """Every instance of the revision's environment, read fresh (not a task: a read, no side effect)."""
+    t = target(revision)
+    return t.runtime.observe(t.env)
+
+
+def slot_states(instances: Sequence[Instance]) -> dict[int, SlotState]:
+    return {
+        i.slot: SlotState(i.revision, ready=i.ready, failed=i.phase is Phase.FAILED, reason=i.reason)
+        for i in instances
+    }
+
+
+@task(name="apply-batch", task_run_name="apply batch {batch} ({slots})", retries=3, retry_delay_seconds=2,
+      retry_condition_fn=retry_temporary)
+def apply_batch(order: str, batch: int, slots: list[int], revision: Revision, replace_failed: bool = False) -> list[int]:
+    """Bring ``slots`` to ``revision``. Idempotent: slots already on it are left alone."""
+    t = target(revision)
+    t.runtime.ensure(t.env, slots, revision, secrets=secrets_for(revision), replace_failed=replace_failed, order=order)
+    get_run_logger().info("batch %s: slots %s brought to revision %s", batch, slots, revision.short)
+    return slots
+
+
+def _budget_s(revision: Revision) -> float:
+    spec = revision.spec
+    check = spec.health_check.budget_s if spec.health_check else 0.0
+    # Replacing an instance runs its predecessor's PreStop and grace period first.
+    return check + spec.lifecycle.termination_grace_period_s + 60.0
+
+
+@task(name="wait-healthy", task_run_name="wait for batch {batch} to be healthy", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_temporary)
+def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -> dict[str, float]:
+    """Wait until every slot runs ``revision`` and is ready; fail the batch on the first failed
+    instance or when the health check's budget runs out. Returns seconds to ready per instance."""
+    t = target(revision)
+    started = time.monotonic()
+    deadline = started + _budget_s(revision)
+    ready_at: dict[str, float] = {}
+    while True:
+        current = {i.slot: i for i in t.runtime.observe(t.env) if i.slot in slots}
+        failed = {
+            i.name: i.reason or "failed"
+            for i in current.values()
+            if i.revision == revision.digest and i.phase is Phase.FAILED
+        }
+        if failed:
+            raise BatchFailed(batch, failed, _events(t, failed))
+        for i in current.values():
+            if i.revision == revision.digest and i.ready:
+                ready_at.setdefault(i.name, time.monotonic() - started)
+        if len(ready_at) == len(slots) and all(i.ready and i.revision == revision.digest for i in current.values()):
+            return ready_at
+        if time.monotonic() > deadline:
+            late = {t.env.instance(s): _why_not_ready(current.get(s), revision) for s in slots if t.env.instance(s) not in ready_at}
+            raise BatchFailed(batch, late, _events(t, late))
+        time.sleep(POLL_S)
+
+
+def _why_not_ready(instance: Instance | None, revision: Revision) -> str:
+    if instance is None:
+        return "no instance exists for this slot"
+    if instance.revision != revision.digest:
+        return f"still runs revision {instance.revision[:12]}"
+    return f"not healthy within the health check's budget ({instance.phase}: {instance.reason or 'no reason given'})"
+
+
+def _events(t, names: dict[str, str]) -> list[str]:  # type: ignore[no-untyped-def]
+    lines = []
+    for name in sorted(names):
+        try:
+            for e in t.runtime.events(t.env, instance=name)[-8:]:
+                lines.append(f"{name} {e.type} {e.reason}: {e.message}")
+        except Exception:  # events enrich the message; their absence must not hide the failure
+            continue
+    return lines
+
+
+@task(name="retire-slots", task_run_name="retire slots {slots}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_temporary)
+def retire_slots(order: str, slots: list[int], revision: Revision) -> list[int]:
+    """Terminate instances beyond the revision's instance count (a release that scales down)."""
+    t = target(revision)
+    t.runtime.terminate(t.env, slots)
+    return slots

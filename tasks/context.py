@@ -1,0 +1,51 @@
+"""What a task needs to reach an environment's instances: its runtime, its EnvRef, its secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cairn.blocks import store
+from cairn.errors import TemporaryError
+from cairn.revision import Revision
+from cairn.runtime import EnvRef, Runtime
+from cairn.runtimes import connect
+
+
+@dataclass(frozen=True)
+class Target:
+    runtime: Runtime
+    env: EnvRef
+
+
+@lru_cache(maxsize=64)
+def _runtime(cluster_name: str) -> Runtime:
+    block = store.load_cluster(cluster_name)
+    kubeconfig = block.kubeconfig.get_secret_value() if block.kubeconfig else None
+    return connect(block.spec(), kubeconfig=kubeconfig)
+
+
+def target(revision: Revision) -> Target:
+    return Target(_runtime(revision.spec.cluster), EnvRef(revision.spec.cluster, revision.app, revision.environment))
+
+
+def secrets_for(revision: Revision) -> dict[str, str]:
+    """secret_env variable -> value, read from the Secret blocks at apply time, never stored."""
+    return {var: store.get_secret(name) for var, name in revision.spec.secret_env.items()}
+
+
+def retry_temporary(task: object, task_run: object, state: object) -> bool:
+    """Prefect ``retry_condition_fn``: retry only errors that may pass on retry."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except TemporaryError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def env_target(app: str, environment: str) -> Target:
+    """The runtime and EnvRef of a stored environment (what runs now, whatever its revision)."""
+    block = store.load_environment(app, environment)
+    return Target(_runtime(block.spec.cluster), EnvRef(block.spec.cluster, app, environment))

@@ -1,0 +1,169 @@
+"""The behaviour suite: one set of tests every runtime must pass (SPEC.md section 2).
+
+``runtime`` is parametrized by runtime id; adding Kubernetes is one more param and one more
+branch in ``runtime`` building a ``Harness`` around its Runtime. Tests speak the Runtime protocol
+only, plus the few harness hooks below (``restart_control_plane``, ``state_files``) that each
+runtime answers in its own way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cairn.config import EnvironmentSpec
+from cairn.revision import Revision
+from cairn.runtime import EnvRef, Event, Instance, Runtime
+
+RUNTIMES = ["local"]
+BACKOFF_BASE_S = 1.0
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class Harness:
+    """A runtime under test plus what tests need around it."""
+
+    cluster = "local"
+
+    def __init__(self, kind: str, runtime: Runtime, state_dir: Path | None,
+                 restart: Callable[[], None] | None) -> None:
+        self.kind, self.runtime, self.state_dir, self._restart = kind, runtime, state_dir, restart
+        self.used: list[tuple[EnvRef, list[int]]] = []
+
+    def env(self, prefix: str = "t") -> EnvRef:
+        """A fresh environment, so tests never see each other's instances."""
+        return EnvRef(cluster=self.cluster, app=f"{prefix}-{uuid.uuid4().hex[:6]}", environment="test")
+
+    def revision(self, ref: EnvRef, version: str = "v1", /, *, deploy_type: str = "image",
+                 package_digest: str | None = None, **spec: Any) -> Revision:
+        """A demo-app revision with short probe periods and grace, overridden by ``spec``."""
+        base: dict[str, Any] = {
+            "cluster": self.cluster, "image": "cairn/demo-app:v1", "instances": 2, "cpu": 0.5, "memory_mb": 128,
+            "ports": [{"container_port": 8080}],
+            "health_check": {"http": {"port": 8080, "path": "/healthz"}, "period_s": 0.5, "timeout_s": 1, "failure_threshold": 8},
+            "lifecycle": {"termination_grace_period_s": 2},
+        }
+        merged = _merge(base, spec)
+        if merged.get("health_check") == {}:
+            merged["health_check"] = None
+        return Revision(app=ref.app, environment=ref.environment, deploy_type=deploy_type, version=version,  # type: ignore[arg-type]
+                        spec=EnvironmentSpec.model_validate(merged), package_digest=package_digest)
+
+    def ensure(self, env: EnvRef, slots: list[int], revision: Revision, **kwargs: Any) -> None:
+        self.used.append((env, slots))
+        self.runtime.ensure(env, slots, revision, **kwargs)
+
+    def wait(self, env: EnvRef, done: Callable[[list[Instance]], bool], timeout: float, what: str) -> list[Instance]:
+        """Poll ``observe`` until ``done`` holds; fail naming ``what`` and the last observation."""
+        deadline = time.monotonic() + timeout
+        seen: list[Instance] = []
+        while time.monotonic() < deadline:
+            seen = self.runtime.observe(env)
+            if done(seen):
+                return seen
+            time.sleep(0.2)
+        events = [f"{e.instance} {e.reason}: {e.message}" for e in self.runtime.events(env)][-15:]
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen {seen}; events {events}")
+
+    def wait_ready(self, env: EnvRef, count: int, timeout: float = 30) -> list[Instance]:
+        return self.wait(env, lambda i: len(i) == count and all(x.ready for x in i), timeout, f"{count} ready instances")
+
+    def wait_event(self, env: EnvRef, match: Callable[[Event], bool], timeout: float, what: str) -> Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.runtime.events(env):
+                if match(event):
+                    return event
+            time.sleep(0.2)
+        events = [f"{e.instance} {e.reason}: {e.message}" for e in self.runtime.events(env)][-15:]
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; events {events}")
+
+    def restart_control_plane(self) -> None:
+        """Kill (SIGKILL) whatever manages the instances and start it again."""
+        if self._restart is None:
+            pytest.skip(f"{self.kind} has no restartable control plane here")
+        self._restart()
+
+    def state_files(self) -> list[Path]:
+        """Every file the runtime keeps on this machine (searched for leaked secrets)."""
+        if self.state_dir is None:
+            return []
+        return [p for p in self.state_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+
+    def cleanup(self) -> None:
+        for env, slots in self.used:
+            try:
+                self.runtime.terminate(env, slots)
+            except Exception:  # noqa: BLE001 - cleanup must go on for the other environments
+                pass
+
+
+@pytest.fixture(scope="session")
+def local_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real local agent for the whole session, stopped with its instances purged at the end."""
+    from cairn.runtimes.local import stop_agent
+
+    if os.geteuid() != 0:
+        pytest.skip("the local runtime needs root (namespaces, cgroups)")
+    if not os.environ.get("CAIRN_HOME"):
+        os.environ["CAIRN_HOME"] = str(tmp_path_factory.mktemp("cairn-home"))
+    state = tmp_path_factory.mktemp("agent")
+    status = _start_local(state)
+    assert status["running"], status
+    yield state
+    stop_agent(state, purge=True)
+
+
+def _start_local(state: Path) -> dict[str, Any]:
+    """Start the session's agent with the short back-off; other suites' agents keep the default."""
+    from cairn.runtimes.local import start_agent
+
+    previous = os.environ.get("CAIRN_AGENT_BACKOFF_BASE_S")
+    os.environ["CAIRN_AGENT_BACKOFF_BASE_S"] = str(BACKOFF_BASE_S)
+    try:
+        return start_agent(state)
+    finally:
+        if previous is None:
+            os.environ.pop("CAIRN_AGENT_BACKOFF_BASE_S", None)
+        else:
+            os.environ["CAIRN_AGENT_BACKOFF_BASE_S"] = previous
+
+
+def _restart_local(state: Path) -> Callable[[], None]:
+    def restart() -> None:
+        from cairn.runtimes.local import agent_status
+
+        pid = agent_status(state)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _start_local(state)["pid"] != pid
+
+    return restart
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "local":
+        from cairn.runtimes.local import LocalRuntime
+
+        state: Path = request.getfixturevalue("local_agent")
+        harness = Harness("local", LocalRuntime(state), state, _restart_local(state))
+    else:  # pragma: no cover - the kubernetes side is added with its runtime
+        raise NotImplementedError(request.param)
+    yield harness
+    harness.cleanup()

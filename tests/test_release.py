@@ -1,0 +1,202 @@
+"""Release orders end to end: a real Prefect server, a process worker, the local agent, real instances.
+
+Each test registers its own app (unique name) so tests never share an environment.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cairn.plan import PauseMode
+from cairn.status import Status
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
+def register(tmp_path: Path, *, instances: int = 4, health_file: Path | None = None) -> str:
+    from cairn.blocks import store
+    from cairn.configfile import load_data
+
+    app = f"rel-{uuid.uuid4().hex[:8]}"
+    env: dict[str, Any] = {
+        "cluster": "rel-a", "image": "cairn/demo-app:latest", "instances": instances, "cpu": 0.2, "memory_mb": 96,
+        "ports": [{"container_port": 8080}],
+        "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.5, "timeout_s": 2, "failure_threshold": 12},
+        "lifecycle": {"termination_grace_period_s": 5},
+    }
+    if health_file is not None:
+        env["env"] = {"DEMO_HEALTH_FILE": f"/deps/{health_file.name}"}
+        env["dirs"] = [{"path": "/deps", "host_path": str(health_file.parent)}]
+    data = {"clusters": [{"name": "rel-a"}, {"name": "rel-b"}],
+            "apps": [{"name": app, "deploy_type": "image", "environments": {"production": env}}]}
+    store.apply(load_data(data))
+    return app
+
+
+def versions(app: str) -> dict[int, str]:
+    """slot -> the version each ready instance serves, asked over HTTP as a user would."""
+    import httpx
+
+    from cairn.tasks.context import env_target
+
+    t = env_target(app, "production")
+    out = {}
+    for i in t.runtime.observe(t.env):
+        if i.ready:
+            out[i.slot] = httpx.get(f"http://{i.address}:8080/version", timeout=5).text.strip()
+    return out
+
+
+def create(app: str, version: str, batches: int, mode: PauseMode) -> str:
+    from cairn.deployments import actions
+
+    return actions.create_order(app, "production", version, batches, mode)["id"]
+
+
+def wait(order: str, *statuses: Status) -> dict[str, Any]:
+    from cairn.deployments import actions
+
+    return actions.wait_for(order, set(statuses), timeout_s=300)
+
+
+def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from cairn.deployments import actions
+    from cairn.errors import ActionRefused, NotFound
+
+    app = register(tmp_path)
+    first = create(app, "v1", 2, PauseMode.NONE)
+    assert wait(first, Status.COMPLETED, Status.FAILED)["status"] == "completed"
+    assert versions(app) == {0: "v1", 1: "v1", 2: "v1", 3: "v1"}
+
+    order = create(app, "v2", 2, PauseMode.FIRST_BATCH)
+    paused = wait(order, Status.PAUSED, Status.FAILED)
+    assert paused["status"] == "paused"
+    assert versions(app) == {0: "v2", 1: "v2", 2: "v1", 3: "v1"}, "the first batch only, and the mix holds while paused"
+
+    refused = cli("release", "pause-mode", order, "first_batch")
+    assert refused.returncode == 4 and "already" in refused.stderr
+    switched = actions.switch_pause_mode(order, PauseMode.EVERY_BATCH)
+    assert switched["pause_mode"] == "every_batch" and switched["pause_mode_history"][-1]["by"]
+    with pytest.raises(ActionRefused):
+        actions.switch_pause_mode(order, PauseMode.EVERY_BATCH)
+
+    actions.resume(order, PauseMode.NONE, comment="looks good")
+    done = wait(order, Status.COMPLETED, Status.FAILED)
+    assert done["status"] == "completed", done["message"]
+    assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
+
+    for args, code in ((("release", "resume", order), 4), (("release", "close", order), 4), (("release", "show", "no-such-order"), 3)):
+        proc = cli(*args)
+        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+    with pytest.raises(NotFound):
+        actions.show("00000000-0000-0000-0000-000000000000")
+
+
+def test_failing_batch_stops_the_order_and_retry_finishes_it(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from cairn.deployments import actions
+
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    health = deps / "db-up"
+    app = register(tmp_path, health_file=health)
+    health.touch()
+    assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED, Status.FAILED)["status"] == "completed"
+
+    health.unlink()  # the dependency the health check needs goes away
+    order = create(app, "v2", 2, PauseMode.NONE)
+    failed = wait(order, Status.FAILED, Status.COMPLETED)
+    assert failed["status"] == "failed"
+    assert "batch 1 failed" in failed["message"] and f"{app}-production-0" in failed["message"]
+    shown = actions.show(order)
+    by_slot = {i["slot"]: i for i in shown["instances"]}
+    assert by_slot[2]["revision"] == by_slot[3]["revision"] != by_slot[0]["revision"], "no further batch started"
+
+    health.touch()  # the dependency came back
+    proc = cli("release", "retry", order, "--json")
+    assert proc.returncode == 0, proc.stderr
+    done = wait(order, Status.COMPLETED, Status.FAILED)
+    assert done["status"] == "completed", done["message"]
+    assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
+
+    nothing = cli("release", "retry", order)
+    assert nothing.returncode == 0 and "nothing to retry" in nothing.stdout
+
+
+def test_close_while_paused_then_rollback(platform: str, tmp_path: Path) -> None:
+    from cairn.deployments import actions
+
+    app = register(tmp_path)
+    assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED, Status.FAILED)["status"] == "completed"
+    order = create(app, "v2", 2, PauseMode.FIRST_BATCH)
+    wait(order, Status.PAUSED)
+    closed = actions.close(order)
+    assert closed["status"] == "closed"
+    assert versions(app) == {0: "v2", 1: "v2", 2: "v1", 3: "v1"}, "close leaves instances as they are"
+
+    rolled = actions.rollback(order=order)
+    assert rolled["state"] == "Completed"
+    assert versions(app) == {0: "v1", 1: "v1", 2: "v1", 3: "v1"}
+    assert actions.show(order)["status"] == "rolled_back"
+
+
+def test_rollback_during_a_paused_release_closes_it_first(platform: str, tmp_path: Path) -> None:
+    from cairn.deployments import actions
+
+    app = register(tmp_path)
+    assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED)["status"] == "completed"
+    order = create(app, "v2", 2, PauseMode.EVERY_BATCH)
+    wait(order, Status.PAUSED)
+    actions.rollback(app=app, env="production")
+    assert versions(app) == {0: "v1", 1: "v1", 2: "v1", 3: "v1"}
+    assert actions.show(order)["status"] == "rolled_back"
+
+
+def test_one_active_order_per_environment_under_a_race(platform: str, tmp_path: Path) -> None:
+    from cairn.deployments import actions
+    from cairn.errors import Conflict
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    from cairn.deployments.platform import WORK_POOL
+
+    app = register(tmp_path, instances=2)
+    # The race is about creating orders: with the pool paused, winners stay Scheduled, so closing
+    # one is immediate and twenty rounds take seconds, not minutes.
+    with get_client(sync_client=True) as client:
+        client.update_work_pool(WORK_POOL, WorkPoolUpdate(is_paused=True))
+    try:
+        race(app)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.update_work_pool(WORK_POOL, WorkPoolUpdate(is_paused=False))
+
+
+def race(app: str) -> None:
+    from cairn.deployments import actions
+    from cairn.errors import Conflict
+
+    for round_ in range(20):
+        results: list[Any] = []
+
+        def attempt() -> None:
+            try:
+                results.append(actions.create_order(app, "production", f"r{round_}", 1, PauseMode.NONE))
+            except Exception as exc:  # anything but Conflict fails below, with its text
+                results.append(exc)
+
+        threads = [threading.Thread(target=attempt) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [r for r in results if isinstance(r, dict)]
+        assert len(winners) == 1, f"round {round_}: {results}"
+        assert isinstance(next(r for r in results if not isinstance(r, dict)), Conflict)
+        actions.close(winners[0]["id"])
