@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cairn-installed
 LINT_BUILD := .build/lint
 
-.PHONY: venv test unit lint demo clean
+.PHONY: venv test unit lint demo clean cluster-up cluster-down cluster-status test-k8s
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,3 +34,13 @@ demo: venv
 
 clean:
 	rm -rf .build $(VENV)
+
+# The Kubernetes test clusters (tests/cluster/README.md): built from Go modules, cached outside the repo.
+cluster-up:
+	tests/cluster/up
+cluster-down:
+	tests/cluster/down
+cluster-status:
+	tests/cluster/status
+test-k8s: venv
+	CAIRN_REQUIRE_K8S=1 $(PY) -m pytest -m k8s

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr
 
 from prefect.blocks.core import Block
 
-from cairn.config import AppSpec, ClusterSpec, DeployType, EnvironmentName, EnvironmentSpec, RuntimeKind
+from cairn.config import AppSpec, ClusterSpec, DeployType, EnvironmentName, EnvironmentSpec, RuntimeKind, SourceSpec
 from cairn.revision import Revision
 
 
@@ -49,6 +49,7 @@ class AppBlock(Block):
     deploy_type: DeployType = Field("image", title="Deploy type", description="`image` or `code-package`.")
     app_type: str | None = Field(None, title="App type")
     description: str = Field("", title="Description")
+    source: SourceSpec | None = Field(None, title="Code source", description="Git repository and build that `cairn build` packages.")
 
 
 class EnvironmentBlock(Block):
@@ -87,4 +88,5 @@ def app_spec(app: AppBlock, environments: dict[str, EnvironmentBlock]) -> AppSpe
     return AppSpec(
         name=app.name, business_type=app.business_type, deploy_type=app.deploy_type, app_type=app.app_type,
         description=app.description, environments={name: block.spec for name, block in environments.items()},
+        source=app.source,
     )

@@ -284,6 +284,88 @@ class EnvironmentSpec(Spec):
         return self
 
 
+GIT_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|/$|\.$")
+BUILD_TIMEOUT_MAX_S = 6 * 3600
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why ``ref`` is not a git ref name or commit id we pass to ``git fetch``, or None.
+
+    Git's own rules (``git check-ref-format``) plus no leading "-", so a ref never reads as an option.
+
+    >>> ref_problem("release/1.4") is None
+    True
+    >>> ref_problem("--upload-pack=x")
+    'must not start with "-" or "/"'
+    """
+    if not ref or len(ref) > 200:
+        return "must be 1-200 characters"
+    if ref[0] in "-/":
+        return 'must not start with "-" or "/"'
+    if GIT_REF_BAD.search(ref) or any(part.startswith(".") for part in ref.split("/")):
+        return "not a valid git ref (no spaces, '..', '~^:?*[\\', '@{', no part starting with '.')"
+    return None
+
+
+class SourceSpec(Spec):
+    """Where an app's code comes from and how a build turns it into a code package."""
+
+    repo: str = Field(title="Repository", description="Git URL (https://, ssh://, file://) or an absolute local path.")
+    ref: str = Field("main", title="Ref", description="Branch, tag or commit built when `cairn build` names none.")
+    build_command: str = Field(title="Build command", description="Run with `sh -c` in the checkout, e.g. `make dist`.")
+    output_dir: str = Field(title="Output directory", description="Relative to the checkout; packed as the code package.")
+    timeout_s: Annotated[float, Field(gt=0, le=BUILD_TIMEOUT_MAX_S)] = Field(600, title="Timeout (s)")
+    env: dict[str, str] = Field(default_factory=dict, title="Build environment variables")
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, title="Build secret variables", description="Variable name -> name of a Prefect Secret block."
+    )
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, repo: str) -> str:
+        # A leading "-" would reach git as an option; control characters have no place in a URL.
+        if not repo or repo.startswith("-") or any(ord(c) < 0x20 for c in repo):
+            raise ValueError("must be a git URL or an absolute path, e.g. file:///srv/git/shop-api")
+        if not (re.match(r"^(https?|ssh|git|file)://.+", repo) or repo.startswith("/") or re.match(r"^[\w.-]+@[\w.-]+:.+", repo)):
+            raise ValueError("must be a git URL (https://, ssh://, git://, file://, user@host:path) or an absolute path")
+        return repo
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, ref: str) -> str:
+        problem = ref_problem(ref)
+        if problem:
+            raise ValueError(problem)
+        return ref
+
+    @field_validator("build_command")
+    @classmethod
+    def _command(cls, command: str) -> str:
+        if not command.strip():
+            raise ValueError("must not be empty, e.g. make dist")
+        return command
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, path: str) -> str:
+        if not path or path.startswith("/") or ".." in path.split("/") or "\x00" in path:
+            raise ValueError("must be a relative path inside the checkout, without '..', e.g. dist")
+        return path.strip("/") or "."
+
+    _env = field_validator("env", "secret_env")(EnvironmentSpec._env_names.__func__)  # type: ignore[attr-defined]
+    _secrets = field_validator("secret_env")(EnvironmentSpec._secret_names.__func__)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _env_overlap(self) -> SourceSpec:
+        for var in [*self.env, *self.secret_env]:
+            if var == "HOME":
+                raise refuse(f"env.{var}" if var in self.env else f"secret_env.{var}", var, "HOME is the build's workspace; pick another name")
+        for var in self.secret_env:
+            if var in self.env:
+                raise refuse(f"secret_env.{var}", var, "also set in env; keep the variable in one of env and secret_env")
+        return self
+
+
 class AppSpec(Spec):
     name: str = Field(title="Name", description="A DNS-1123 label.")
     business_type: str = Field("self-built-backend", title="Business type")
@@ -291,6 +373,7 @@ class AppSpec(Spec):
     app_type: str | None = Field(None, title="App type")
     description: str = Field("", title="Description")
     environments: dict[EnvironmentName, EnvironmentSpec] = Field(title="Environments", description="production and test.")
+    source: SourceSpec | None = Field(None, title="Code source", description="Git repository and build that `cairn build` packages.")
 
     _name = field_validator("name")(_check_label)
 

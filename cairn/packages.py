@@ -23,7 +23,7 @@ from pathlib import Path
 from cairn.errors import ConfigError, NotFound, PermanentError
 from cairn.paths import cairn_home
 
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
+DIGEST_PREFIX = re.compile(r"^[0-9a-f]{12,64}$")
 FIXED_MTIME = 0
 
 
@@ -78,20 +78,30 @@ def add(app: str, version: str, data: bytes, source: dict[str, str]) -> PackageR
     """Store ``data`` as ``app``'s ``version``; storing the same bytes again is a no-op."""
     digest = digest_of(data)
     verify_archive(data)
-    root = store_dir()
-    (root / "records" / app).mkdir(parents=True, exist_ok=True)
-    blob = root / f"{digest}.tar.gz"
-    if not blob.exists():
-        _atomic_write(blob, data)
-    record = PackageRecord(app, version, digest, len(data), time.time(), source)
     existing = record_path(app, version)
-    if existing.exists():
-        old = json.loads(existing.read_text())
-        if old["digest"] != digest:
-            raise ConfigError.single("version", version, f"{app} already has a package {version} with another digest; pick a new version")
+    old = json.loads(existing.read_text()) if existing.exists() else None
+    # Refuse before writing anything, so a refused add leaves no blob behind.
+    if old is not None and old["digest"] != digest:
+        raise ConfigError.single("version", version, f"{app} already has a package {version} with another digest; pick a new version")
+    blob = blob_path(digest)
+    # A stored blob that no longer matches its name was altered: equal bytes replace it.
+    if not blob.exists() or digest_of(blob.read_bytes()) != digest:
+        _atomic_write(blob, data)
+    if old is not None:
         return PackageRecord(**old)
+    record = PackageRecord(app, version, digest, len(data), time.time(), source)
     _atomic_write(existing, json.dumps(asdict(record), indent=2).encode())
     return record
+
+
+def build_version(ref: str, commit: str) -> str:
+    """The version name of a build: ``<ref-sanitized>-<commit[:12]>``, a valid release version.
+
+    >>> build_version("feature/login", "0123456789abcdef")
+    'feature-login-0123456789ab'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ref).strip("-._")[:50] or "ref"
+    return f"{safe}-{commit[:12]}"
 
 
 def record_path(app: str, version: str) -> Path:
@@ -100,14 +110,17 @@ def record_path(app: str, version: str) -> Path:
 
 def resolve(app: str, version: str) -> PackageRecord:
     """The package ``version`` (a version name or a digest) of ``app``."""
-    if DIGEST.match(version):
-        for record in list_packages(app):
-            if record.digest == version:
-                return record
     path = record_path(app, version)
-    if not path.exists():
-        raise NotFound(f"no code package {version!r} for app {app!r}", hint=f"cairn package add {app} {version} DIR, or build one")
-    return PackageRecord(**json.loads(path.read_text()))
+    if path.exists():
+        return PackageRecord(**json.loads(path.read_text()))
+    # A release version holds at most 63 characters, so a digest is also found by a prefix of 12 or more.
+    if DIGEST_PREFIX.match(version):
+        found = {r.digest: r for r in list_packages(app) if r.digest.startswith(version)}
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if len(found) > 1:
+            raise ConfigError.single("version", version, "more than one package of this app starts with this digest; give more of it")
+    raise NotFound(f"no code package {version!r} for app {app!r}", hint=f"cairn package add {app} {version} DIR, or cairn build {app}")
 
 
 def list_packages(app: str) -> list[PackageRecord]:

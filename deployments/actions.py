@@ -66,6 +66,8 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     if hot_pause_s is not None:
         params["hot_pause_s"] = hot_pause_s
     tags = [*orders.tags_for("release", app, env), f"{orders.REV_TAG}{revision.digest[:32]}", f"request:{request}"]
+    if queue:
+        tags.append("queued")
     for _ in range(5):
         active = orders.active_runs(app, env)
         if active and not queue:

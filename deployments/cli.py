@@ -103,8 +103,9 @@ def env_show(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Annot
 
 
 def _register_subcommands() -> None:
-    from cairn.deployments import cli_package, cli_platform, cli_release
+    from cairn.deployments import cli_build, cli_package, cli_platform, cli_release
 
+    cli_build.register(app)
     cli_release.register(app)
     cli_package.register(app)
     cli_platform.register(app, env_app)

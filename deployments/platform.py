@@ -169,6 +169,7 @@ FLOWS = {
     "release": "flows/release.py:release",
     "rollback": "flows/rollback.py:rollback",
     "retry": "flows/retry.py:retry",
+    "build": "flows/build.py:build",
 }
 
 

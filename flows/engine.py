@@ -18,7 +18,7 @@ from cairn.flows import approval, orders
 from cairn.plan import PauseMode, next_step, plan_release
 from cairn.revision import Revision
 from cairn.tasks.batch import apply_batch, observe, retire_slots, slot_states, wait_healthy
-from cairn.tasks.report import publish
+from cairn.tasks.report import OrderReport
 
 
 def current_run() -> tuple[UUID, int]:
@@ -33,16 +33,23 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
     order = str(run_id)
     logger = get_run_logger()
     plan = plan_release(revision.spec.instances, batches)
+    report = OrderReport(run_id, plan, revision, title)
     approved: set[int] = set()
     replaced_failed = False
+    mode = orders.read_mode(run_id, default_mode).mode
     while True:
         instances = observe(revision)
-        publish(run_id, plan, instances, revision, title)
-        mode = orders.read_mode(run_id, default_mode).mode
         step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
+        if step.kind == "pause" or (step.kind == "apply" and (step.batch or 0) > 1):
+            # A batch boundary: the only place a switched pause mode changes what happens next.
+            mode = orders.read_mode(run_id, default_mode).mode
+            step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
         if step.kind == "apply":
+            # Dispatch first, report later: the artifacts are news, the next batch is the job.
             apply_batch(order, step.batch, list(step.slots), revision)
-        elif step.kind == "wait":
+            continue
+        report.update(instances)
+        if step.kind == "wait":
             batch = plan.batch(step.batch)  # type: ignore[arg-type]
             wait_healthy(order, batch.index, list(batch.slots), revision)
         elif step.kind == "fail":
@@ -58,13 +65,12 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
             approved.add(step.batch)  # type: ignore[arg-type]
             logger.info("batch %s approved by %s: %s", step.batch, answer.approved_by, answer.comment or "(no comment)")
             if PauseMode(answer.pause_mode) is not mode:
-                orders.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
-                                  why=f"resume after batch {step.batch}", default=default_mode)
+                mode = orders.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
+                                         why=f"resume after batch {step.batch}", default=default_mode).mode
         else:
             extra = sorted(i.slot for i in instances if i.slot >= plan.instances)
             if extra:
                 retire_slots(order, extra, revision)
-                instances = observe(revision)
-            publish(run_id, plan, instances, revision, title)
+                report.update(observe(revision))
             logger.info("%s: every instance runs revision %s", title, revision.short)
             return {"revision": revision.digest, "instances": plan.instances, "batches": batches}

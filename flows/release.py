@@ -36,16 +36,27 @@ def revision_of_run(tags: list[str]) -> Revision | None:
 
 
 def guard_single_active(app: str, environment: str) -> None:
-    """Refuse to run while an older order holds the environment (also for runs started in the UI)."""
-    run_id, _ = current_run()
+    """Refuse to run while an older order holds the environment (also for runs started in the UI);
+    a queued order (``--queue``) waits for the older ones to end instead."""
+    import time
+
     from prefect.client.orchestration import get_client
 
+    run_id, _ = current_run()
     with get_client(sync_client=True) as client:
         me = client.read_flow_run(run_id)
-    older = [r for r in orders.active_runs(app, environment, exclude=run_id) if r.created and me.created and r.created < me.created]
-    if older:
-        raise Conflict(f"environment {app}/{environment} already has an active order {older[0].id} ({older[0].name})",
-                       hint="wait for it, close it, or create with --queue")
+    logged = False
+    while True:
+        older = [r for r in orders.active_runs(app, environment, exclude=run_id) if r.created and me.created and r.created < me.created]
+        if not older:
+            return
+        if "queued" not in me.tags:
+            raise Conflict(f"environment {app}/{environment} already has an active order {older[0].id} ({older[0].name})",
+                           hint="wait for it, close it, or create with --queue")
+        if not logged:
+            get_run_logger().info("queued behind order %s (%s)", older[0].id, older[0].name)
+            logged = True
+        time.sleep(2)
 
 
 @flow(name="release", flow_run_name="{app}-{environment}-{version}", persist_result=True, validate_parameters=True)

@@ -13,7 +13,7 @@ from cairn.revision import Revision
 from cairn.runtime import Instance, Phase
 from cairn.tasks.context import retry_temporary, secrets_for, target
 
-POLL_S = 0.2
+POLL_S = 0.1
 
 
 def observe(revision: Revision) -> list[Instance]:

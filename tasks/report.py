@@ -52,22 +52,31 @@ def _find(flow_run_id: UUID, key: str, kind: str) -> UUID | None:
     return found[0].id if found else None
 
 
-def publish(flow_run_id: UUID, plan: ReleasePlan, instances: Sequence[Instance], revision: Revision, title: str) -> float:
-    """Write (or update) the table and progress artifacts; returns the share of instances done."""
-    rows = table_rows(plan, instances, revision)
-    done = sum(1 for r in rows if r["state"] == "done")
-    progress = round(100.0 * done / max(1, len(rows)), 1)
-    key = f"order-{flow_run_id.hex[:16]}"
-    table_id = _find(flow_run_id, key, "table")
-    if table_id is None:
-        create_table_artifact(rows, key=key, description=title)
-    else:
-        with get_client(sync_client=True) as client:
-            client.update_artifact(table_id, ArtifactUpdate(data=json.dumps(rows), description=title))
-    progress_key = f"{key}-progress"
-    progress_id = _find(flow_run_id, progress_key, "progress")
-    if progress_id is None:
-        create_progress_artifact(progress, key=progress_key, description=f"{title}: instances done")
-    else:
-        update_progress_artifact(progress_id, progress)
-    return progress
+class OrderReport:
+    """The order's two artifacts, written only when what they show changed. Their ids are found
+    once per process (a re-run after a suspend finds the same artifacts by key and flow run)."""
+
+    def __init__(self, flow_run_id: UUID, plan: ReleasePlan, revision: Revision, title: str) -> None:
+        self.flow_run_id, self.plan, self.revision, self.title = flow_run_id, plan, revision, title
+        self.key = f"order-{flow_run_id.hex[:16]}"
+        self.table_id = _find(flow_run_id, self.key, "table")
+        self.progress_id = _find(flow_run_id, f"{self.key}-progress", "progress")
+        self.shown: list[dict[str, str]] | None = None
+
+    def update(self, instances: Sequence[Instance]) -> float:
+        rows = table_rows(self.plan, instances, self.revision)
+        done = sum(1 for r in rows if r["state"] == "done")
+        progress = round(100.0 * done / max(1, len(rows)), 1)
+        if rows == self.shown:
+            return progress
+        if self.table_id is None:
+            self.table_id = create_table_artifact(rows, key=self.key, description=self.title)
+        else:
+            with get_client(sync_client=True) as client:
+                client.update_artifact(self.table_id, ArtifactUpdate(data=json.dumps(rows), description=self.title))
+        if self.progress_id is None:
+            self.progress_id = create_progress_artifact(progress, key=f"{self.key}-progress", description=f"{self.title}: instances done")
+        else:
+            update_progress_artifact(self.progress_id, progress)
+        self.shown = rows
+        return progress

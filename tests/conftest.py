@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.cluster.fixture"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

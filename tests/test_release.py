@@ -200,3 +200,35 @@ def race(app: str) -> None:
         assert len(winners) == 1, f"round {round_}: {results}"
         assert isinstance(next(r for r in results if not isinstance(r, dict)), Conflict)
         actions.close(winners[0]["id"])
+
+
+def test_suspended_order_resumes_after_server_worker_and_agent_restart(platform: str, tmp_path: Path) -> None:
+    """A pause that became a suspend holds no process; everything restarts; resume goes on from
+    the next batch and the first batch's instances are not touched again."""
+    from cairn.deployments import actions, platform as plat
+    from cairn.runtimes.local import agent_status, start_agent, stop_agent
+    from cairn.tasks.context import env_target
+
+    app = register(tmp_path)
+    assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED)["status"] == "completed"
+    order = actions.create_order(app, "production", "v2", 2, PauseMode.FIRST_BATCH, hot_pause_s=0)["id"]
+    paused = wait(order, Status.PAUSED, Status.FAILED)
+    assert paused["status"] == "paused" and paused["state"] == "Suspended"
+    t = env_target(app, "production")
+    first_batch = {i.slot: i.started_at for i in t.runtime.observe(t.env) if i.slot in (0, 1)}
+
+    plat.stop_worker()
+    plat.stop_server()
+    stop_agent()
+    assert not agent_status()["running"]
+    port = int(platform.rsplit(":", 1)[1].split("/")[0])
+    plat.ensure_server(port=port)
+    plat.ensure_worker(platform)
+    start_agent()
+
+    actions.resume(order, comment="after the restart")
+    done = wait(order, Status.COMPLETED, Status.FAILED)
+    assert done["status"] == "completed", done["message"]
+    assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
+    after = {i.slot: i.started_at for i in t.runtime.observe(t.env) if i.slot in (0, 1)}
+    assert after == first_batch, "the completed batch was not redone"

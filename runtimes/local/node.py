@@ -214,8 +214,11 @@ class Node:
                     replace.append(slot)
             if replace:
                 self.terminate(env, replace)
-            for slot in sorted([*create, *replace]):
-                self._create(env, slot, revision, image, secrets, order)
+            todo = sorted([*create, *replace])
+            # In parallel, as a kubelet starts a batch's pods: a batch takes as long as its slowest
+            # instance, not the sum of them (address allocation is serialised by self._alloc).
+            with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+                list(pool.map(lambda slot: self._create(env, slot, revision, image, secrets, order), todo))
 
     # --- stopping --------------------------------------------------------------------------
     def _stop(self, directory: Path, *, now: bool) -> None:

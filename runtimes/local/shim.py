@@ -158,6 +158,7 @@ class Shim:
         health = self.spec.health_check
         if health is None:
             self.publish(phase=str(Phase.RUNNING), ready=True, reason=None)
+            self.event("Ready", "no health check: ready once running and PostStart finished")
             while self.sleep(3600):
                 pass
             return "stop" if self.stop.is_set() else self.exited()
@@ -176,6 +177,7 @@ class Shim:
                 recovered = self.status["phase"] == str(Phase.UNHEALTHY)  # passed again before the threshold
                 if recovered or (not self.status["ready"] and successes >= health.success_threshold):
                     self.publish(phase=str(Phase.RUNNING), ready=True, reason=None)
+                    self.event("Ready", f"health check passed {successes} time(s) in a row")
             else:
                 successes, failures = 0, failures + 1
                 if self.status["ready"]:

@@ -1,0 +1,100 @@
+"""``cairn build APP --ref REF [--release ENV]``: a run of the ``build`` deployment, then optionally a release order.
+
+The build runs on the worker like every other flow; the CLI waits for it, reports the package
+(version ``<ref-sanitized>-<commit[:12]>`` and digest) and, with ``--release``, starts a release
+order of that package through the same ``actions.create_order`` as ``cairn release create``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cairn.deployments.output import console, emit, errors_as_exit
+from cairn.plan import PauseMode
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
+# The flow's clone can outlast the build command's own timeout; this is the margin the CLI allows.
+CLONE_MARGIN_S = 300
+
+
+def register(root: typer.Typer) -> None:
+    root.command("build")(build)
+
+
+def build(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    ref: Annotated[Optional[str], typer.Option("--ref", "-r", help="Branch, tag or full commit id; default: the source's ref.")] = None,
+    release: Annotated[Optional[str], typer.Option("--release", help="Then ship the package to this environment.")] = None,
+    batches: Annotated[int, typer.Option("--batches", "-b", help="Batches of the release order.")] = 2,
+    pause_mode: Annotated[PauseMode, typer.Option("--pause-mode", "-p", help="When the release order pauses.")] = PauseMode.FIRST_BATCH,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build APP's code source at REF into a code package (a Prefect flow run); with --release, ship it."""
+    with errors_as_exit(as_json):
+        from cairn.blocks import store
+        from cairn.config import ref_problem
+        from cairn.deployments import actions
+        from cairn.errors import ConfigError
+
+        app_block = store.load_app(app_name)
+        source = app_block.source
+        if source is None:
+            raise ConfigError.single(f"apps[{app_name}].source", None,
+                                     "no code source; add source: {repo, ref, build_command, output_dir} and apply again")
+        ref = ref or source.ref
+        if ref_problem(ref):
+            raise ConfigError.single("--ref", ref, ref_problem(ref) or "")
+        # Refuse a release that cannot happen before spending a build on it.
+        if release is not None:
+            if app_block.deploy_type != "code-package":
+                raise ConfigError.single("--release", release, f"{app_name} deploys images, not code packages; build without --release")
+            store.load_environment(app_name, release)
+        record = _run_build(app_name, ref, source.timeout_s + CLONE_MARGIN_S)
+        order = actions.create_order(app_name, release, record["version"], batches, pause_mode) if release else None
+    emit({"build": record, "order": order}, as_json, _render)
+
+
+def _run_build(app: str, ref: str, timeout_s: float) -> dict[str, Any]:
+    from prefect.deployments import run_deployment
+
+    from cairn.deployments.actions import ui_url
+    from cairn.errors import CairnError
+
+    run = run_deployment("build/build", parameters={"app": app, "ref": ref}, timeout=timeout_s, poll_interval=0.5,
+                         tags=["cairn", "kind:build", f"app:{app}"], as_subflow=False)
+    state = run.state
+    if state is None or not state.is_final():
+        raise CairnError(f"build run {run.id} did not finish within {timeout_s:.0f}s", hint=ui_url(run.id))
+    if not state.is_completed():
+        raise _error_of(state.message or state.name, ui_url(run.id))
+    record = state.result(raise_on_failure=False)
+    if not isinstance(record, dict):
+        raise CairnError(f"build run {run.id} completed without a package record", hint=ui_url(run.id))
+    return {**record, "run": str(run.id), "url": ui_url(run.id)}
+
+
+def _error_of(message: str, url: str) -> Exception:
+    """The flow run's error as the CairnError kind it was, so the exit code tells what went wrong."""
+    from cairn import errors
+
+    match = re.match(r"^Flow run encountered an exception: (\w+): (.*)$", message, re.DOTALL)
+    kind = getattr(errors, match.group(1), None) if match else None
+    text = match.group(2) if match else message
+    hint_match = re.search(r" \(hint: (.*)\)$", text, re.DOTALL)
+    hint = f"{hint_match.group(1)}; the build run: {url}" if hint_match else f"the build run: {url}"
+    error = errors.CairnError(text[: hint_match.start()] if hint_match else text, hint=hint)
+    if isinstance(kind, type) and issubclass(kind, errors.CairnError):
+        error.exit_code = kind.exit_code
+    return error
+
+
+def _render(doc: dict[str, Any]) -> None:
+    b = doc["build"]
+    console.print(f"package [bold]{b['app']}[/] {b['version']} sha256:{b['digest']}")
+    console.print(f"  from {b['source']['ref']} at {b['source']['commit']}; build run {b['url']}", highlight=False)
+    order = doc["order"]
+    if order:
+        console.print(f"release order [bold]{order['id']}[/] ({order['status']}): {order['url']}", highlight=False)
