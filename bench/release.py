@@ -49,6 +49,9 @@ def teardown() -> None:
     stop_agent(purge=True)
 
 
+START_DELAY_S = 0.0
+
+
 def register(instances: int) -> str:
     from cairn.blocks import store
     from cairn.configfile import load_data
@@ -58,6 +61,8 @@ def register(instances: int) -> str:
            "ports": [{"container_port": 8080}],
            "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.2, "timeout_s": 2, "failure_threshold": 50},
            "lifecycle": {"termination_grace_period_s": 5}}
+    if START_DELAY_S:
+        env["env"] = {"DEMO_START_DELAY_S": str(START_DELAY_S)}  # an app that takes a while to start, as real ones do
     store.apply(load_data({"clusters": [{"name": "bench-a"}], "apps": [{"name": app, "deploy_type": "image", "environments": {"production": env}}]}))
     return app
 
@@ -133,17 +138,24 @@ def approval_latency(hot_pause_s: float, rounds: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--start-delay", type=float, default=0.0, help="seconds the demo app sleeps before listening")
+    parser.add_argument("--only", choices=["overhead", "approval"], default=None)
     args = parser.parse_args()
+    global START_DELAY_S
+    START_DELAY_S = args.start_delay
     setup()
     try:
-        ratios = overhead(args.rounds)
-        hot = approval_latency(600, args.rounds)
-        cold = approval_latency(0, args.rounds)
+        ratios = overhead(args.rounds) if args.only in (None, "overhead") else []
+        hot = approval_latency(600, args.rounds) if args.only in (None, "approval") else []
+        cold = approval_latency(0, args.rounds) if args.only in (None, "approval") else []
     finally:
         teardown()
-    print(f"orchestration overhead: median {statistics.median(ratios):.3f} (max {max(ratios):.3f}); goal <= 1.10")
-    print(f"approval latency, hot pause: median {statistics.median(hot):.3f}s (max {max(hot):.3f}s); goal <= 1 s")
-    print(f"approval latency, suspended: median {statistics.median(cold):.3f}s (max {max(cold):.3f}s); goal <= 5 s")
+    if ratios:
+        print(f"orchestration overhead (app start delay {START_DELAY_S}s): median {statistics.median(ratios):.3f} "
+              f"(max {max(ratios):.3f}); goal <= 1.10")
+    if hot:
+        print(f"approval latency, hot pause: median {statistics.median(hot):.3f}s (max {max(hot):.3f}s); goal <= 1 s")
+        print(f"approval latency, suspended: median {statistics.median(cold):.3f}s (max {max(cold):.3f}s); goal <= 5 s")
     return 0
 
 
