@@ -10,7 +10,7 @@ LINT_BUILD := .build/lint
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=69" wheel
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
