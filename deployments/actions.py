@@ -68,6 +68,7 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     tags = [*orders.tags_for("release", app, env), f"{orders.REV_TAG}{revision.digest[:32]}", f"request:{request}"]
     if queue:
         tags.append("queued")
+    tags.append(f"by:{who()}")
     for _ in range(5):
         active = orders.active_runs(app, env)
         if active and not queue:
@@ -120,6 +121,7 @@ def close(order: str) -> dict[str, Any]:
 
     run = orders.read_order(order)
     _refuse_unless(run, Action.CLOSE)
+    orders.set_tags(run.id, [f"closed-by:{who()}"])
     close_run(run.id)
     return describe(orders.read_order(str(run.id)))
 
@@ -139,7 +141,7 @@ def _run_and_wait(deployment: str, params: dict[str, Any], name_tags: list[str],
 def retry(order: str) -> dict[str, Any]:
     run = orders.read_order(order)
     _refuse_unless(run, Action.RETRY)
-    finished = _run_and_wait("retry", {"order": str(run.id)}, ["cairn", "kind:retry", f"order:{run.id}"])
+    finished = _run_and_wait("retry", {"order": str(run.id)}, ["cairn", "kind:retry", f"order:{run.id}", f"by:{who()}"])
     if not (finished.state and finished.state.is_completed()):
         raise CairnError(f"retry of {run.id} failed: {finished.state.message if finished.state else '?'}", hint=ui_url(finished.id))
     with get_client(sync_client=True) as client:
@@ -157,7 +159,7 @@ def rollback(order: str | None = None, app: str | None = None, env: str | None =
         batches = 2
     assert app and env
     params = {"app": app, "environment": env, "order": order, "batches": batches}
-    finished = _run_and_wait("rollback", params, orders.tags_for("rollback", app, env))
+    finished = _run_and_wait("rollback", params, [*orders.tags_for("rollback", app, env), f"by:{who()}"])
     if not (finished.state and finished.state.is_completed()):
         raise CairnError(f"rollback failed: {finished.state.message if finished.state else '?'}", hint=ui_url(finished.id))
     return {"rollback": str(finished.id), "state": finished.state.name}

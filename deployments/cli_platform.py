@@ -18,11 +18,17 @@ agent_app = typer.Typer(help="The local node agent that owns local instances.", 
 
 
 def register(root: typer.Typer, env_app: typer.Typer) -> None:
+    from cairn.deployments import auth
+    from cairn.deployments.webhook_cli import webhook_app
+
+    auth.export_client_env()
     root.add_typer(agent_app, name="agent")
+    root.add_typer(webhook_app, name="webhook")
     root.command("up")(up)
     root.command("down")(down)
     root.command("status")(status)
     root.command("instances")(instances)
+    root.command("traffic")(traffic)
     root.command("events")(events)
     root.command("logs")(logs)
     root.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(exec_cmd)
@@ -30,22 +36,28 @@ def register(root: typer.Typer, env_app: typer.Typer) -> None:
     env_app.command("rollback")(env_rollback)
 
 
-def up(as_json: JsonFlag = False) -> None:
+def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API and UI listen; beyond loopback they require basic auth.")] = "127.0.0.1",
+       port: Annotated[int | None, typer.Option("--port", help="The API and UI port (default 4200, else a free one).")] = None,
+       as_json: JsonFlag = False) -> None:
     """Start (or reuse) the Prefect server, the cairn work pool, deployments and worker, and the local agent."""
     with errors_as_exit(as_json):
         import os
 
-        from cairn.deployments import platform
+        from cairn.deployments import auth, platform
         from cairn.runtimes.local import start_agent
 
-        server = platform.ensure_server()
+        server = platform.ensure_server(port=port, host=host)
         os.environ.update(platform.prefect_env(server.url))
         deployments = platform.ensure_deployments()
         worker = platform.ensure_worker(server.url)
         agent = start_agent()
-    data = {"server": server.url, "ui": server.url.removesuffix("/api"), "worker_pid": worker, "deployments": deployments, "agent": agent}
+        # The path, never the secret itself: output ends up in logs.
+        auth_from = (str(auth.auth_file()) if auth.auth_file().exists() else auth.CLIENT_SETTING) if auth.configured() else None
+    data = {"server": server.url, "ui": server.url.removesuffix("/api"), "worker_pid": worker, "deployments": deployments, "agent": agent,
+            "auth": auth_from}
     emit(data, as_json, lambda d: console.print(f"Prefect UI: {d['ui']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}\n"
-                                                f"export PREFECT_API_URL={d['server']}"))
+                                                + (f"basic auth required; user:password in {d['auth']}\n" if d["auth"] else "")
+                                                + f"export PREFECT_API_URL={d['server']}"))
 
 
 def down(purge: Annotated[bool, typer.Option("--purge", help="Also stop every local instance.")] = False) -> None:
@@ -67,7 +79,9 @@ def status(as_json: JsonFlag = False) -> None:
 
     state = platform._read_state()
     url = state.get("server", {}).get("url")
-    data = {"server": {"url": url, "healthy": bool(url and platform.healthy(url))},
+    server = state.get("server", {})
+    data = {"server": {"url": url, "healthy": bool(url and platform.healthy(url)), "host": server.get("host", "127.0.0.1"),
+                       "auth": bool(server.get("auth"))},
             "worker": {"pid": state.get("worker", {}).get("pid"), "running": platform._alive(state.get("worker", {}).get("pid"))},
             "agent": agent_status()}
     emit(data, as_json, lambda d: console.print_json(data=d))
@@ -125,6 +139,34 @@ def instances(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
         console.print(table)
 
     emit(rows, as_json, render)
+
+
+def traffic(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
+    """The environment's load balancer: listeners, backends (ready/draining/out), open and served connections."""
+    with errors_as_exit(as_json):
+        from cairn.errors import PermanentError
+
+        t = _target(app, env)
+        if not hasattr(t.runtime, "traffic"):
+            raise PermanentError(f"the {type(t.runtime).__name__} runtime does not report traffic yet",
+                                 hint="cairn instances APP ENV shows each instance's address and ports")
+        data = t.runtime.traffic(t.env)
+
+    def render(d: dict[str, Any]) -> None:
+        if not d["listeners"]:
+            console.print(f"{app}/{env}: no load balancer listener (no port has a host_port, or no instance runs)")
+        for lis in d["listeners"]:
+            where = lis["address"] if lis["listening"] else f"{lis['address']} NOT LISTENING: {lis['error']}"
+            console.print(f"{app}/{env} {where} ({d['policy']}): {lis['open']} open, {lis['connections']} connections served"
+                          + (f", {lis['dropped']} dropped (no backend)" if lis["dropped"] else ""))
+            table = Table("instance", "backend", "state", "open", "connections", "refused")
+            for b in lis["backends"]:
+                style = {"ready": "green", "draining": "yellow"}.get(b["state"], "dim")
+                table.add_row(b["instance"], b["address"], b["state"], str(b["open"]), str(b["connections"]), str(b["refused"]), style=style)
+            console.print(table)
+        console.print(f"counted in {d['counts']} (the balancer is TCP and parses no request)")
+
+    emit(data, as_json, render)
 
 
 def events(app: AppArg, env: EnvArg, instance: Annotated[str | None, typer.Option("--instance", "-i")] = None,

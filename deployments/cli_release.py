@@ -5,6 +5,7 @@ The CLI and the Prefect UI take the same code path: both end in ``cairn.flows.or
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -194,3 +195,57 @@ def wait_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonF
     from cairn.deployments import follow
 
     raise typer.Exit(follow.follow(order))
+
+
+VERBS = ("set", "list", "remove", "apply")
+
+
+@release_app.command("schedule")
+def schedule_cmd(args: Annotated[list[str], typer.Argument(metavar="[set] APP ENV | list | remove APP ENV | apply")],
+                 version: Annotated[str | None, typer.Option("--version", "-v", help="Version every scheduled run ships.")] = None,
+                 cron: Annotated[str | None, typer.Option("--cron", help="Five-field cron, e.g. '0 2 * * *'.")] = None,
+                 batches: Annotated[int, typer.Option("--batches", "-b")] = 2,
+                 pause_mode: Annotated[PauseMode, typer.Option("--pause-mode", "-p")] = PauseMode.FIRST_BATCH,
+                 timezone: Annotated[str, typer.Option("--timezone", help="IANA zone the cron is read in.")] = "UTC",
+                 app_filter: Annotated[str | None, typer.Option("--app", help="list: only this app's schedules.")] = None,
+                 file: Annotated[Path | None, typer.Option("-f", "--file", help="apply: YAML with a `schedules:` list.")] = None,
+                 as_json: JsonFlag = False) -> None:
+    """Scheduled releases, run by the Prefect server's scheduler (one schedule per app and environment).
+
+    cairn release schedule APP ENV --version V --cron "0 2 * * *" [--batches B --pause-mode M]   (replaces its schedule)
+    cairn release schedule list [--app APP] | remove APP ENV | apply -f FILE
+    """
+    # One command with a verb rather than a group: a group cannot take APP ENV itself.
+    verb = args[0] if args and args[0] in VERBS else "set"
+    rest = args[1:] if args and args[0] in VERBS else args
+    with errors_as_exit(as_json):
+        from cairn.deployments import schedules
+        from cairn.errors import ConfigError
+
+        if verb in ("set", "remove") and len(rest) != 2:
+            raise ConfigError.single("arguments", " ".join(args), f"expected: cairn release schedule {'' if verb == 'set' else 'remove '}APP ENV")
+        if verb == "set":
+            if not (version and cron):
+                raise ConfigError.single("options", "", "--version and --cron are required to schedule a release")
+            item = schedules.build(app=rest[0], environment=rest[1], version=version, cron=cron, batches=batches,
+                                   pause_mode=str(pause_mode), timezone=timezone)
+            data: Any = schedules.set_schedule(item)
+            emit(data, as_json, lambda d: console.print(f"scheduled {d['app']} {d['environment']} -> {d['version']} "
+                                                        f"at '{d['cron']}' ({d['timezone']})"))
+        elif verb == "remove":
+            data = schedules.remove_schedule(rest[0], rest[1])
+            emit(data, as_json, lambda d: console.print(f"removed {d['removed']}"))
+        elif verb == "apply":
+            if file is None:
+                raise ConfigError.single("options", "", "apply needs -f FILE")
+            emit(schedules.apply_file(file), as_json, _render_schedules)
+        else:
+            emit(schedules.list_schedules(app_filter), as_json, _render_schedules)
+
+
+def _render_schedules(rows: list[dict[str, Any]]) -> None:
+    table = Table("app", "environment", "version", "cron", "timezone", "batches", "pause mode", "active")
+    for r in rows:
+        table.add_row(r.get("app"), r.get("environment"), r.get("version"), r["cron"], r["timezone"], str(r.get("batches")),
+                      r.get("pause_mode"), "yes" if r["active"] else "no")
+    console.print(table)

@@ -57,6 +57,12 @@ def prefect_env(api_url: str | None = None) -> dict[str, str]:
     )
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    from cairn.deployments import auth
+
+    value = auth.configured()
+    if value:
+        # One string on both sides: the server requires it, its clients (worker, flow runs) send it.
+        env[auth.SERVER_SETTING] = env[auth.CLIENT_SETTING] = value
     return env
 
 
@@ -103,19 +109,33 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
-def ensure_server(port: int | None = None, timeout_s: float = 90) -> ServerInfo:
-    """Reuse the server ``cairn up`` started, else start one (SQLite under the Prefect home)."""
+def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "127.0.0.1") -> ServerInfo:
+    """Reuse the server ``cairn up`` started, else start one (SQLite under the Prefect home).
+
+    Beyond loopback the server requires basic auth (see ``auth``): one is generated if none is set."""
+    from cairn.deployments import auth
+
     state = _read_state()
     server = state.get("server", {})
     if server.get("url") and healthy(server["url"]):
+        if not auth.is_loopback(host) and auth.is_loopback(server.get("host", "127.0.0.1")):
+            raise TemporaryError(f"a server listening on loopback only already runs at {server['url']}",
+                                 hint="stop it with `cairn down`, then `cairn up --host ...` again")
         return ServerInfo(server["url"], server.get("pid"), prefect_home())
+    auth.ensure(host)
     port = port or free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    # Local clients reach a wildcard listener through loopback; a specific address as it is.
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') or auth.is_loopback(host) else host}:{port}/api"
     prefect_home().mkdir(parents=True, exist_ok=True)
     log = (cairn_home() / "server.log").open("ab")
+    env = prefect_env()
+    # The UI's API address defaults to PREFECT_API_URL or else port 4200, whatever port it serves
+    # on. Beyond loopback a remote browser cannot use 127.0.0.1 or 0.0.0.0: the API is on the UI's
+    # own origin, so a relative path.
+    env.setdefault("PREFECT_UI_API_URL", url if auth.is_loopback(host) else "/api")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=prefect_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s
     while not healthy(url):
@@ -124,7 +144,7 @@ def ensure_server(port: int | None = None, timeout_s: float = 90) -> ServerInfo:
         if time.monotonic() > deadline:
             raise TemporaryError(f"the Prefect server did not answer within {timeout_s:.0f}s", hint=f"see {cairn_home() / 'server.log'}")
         time.sleep(0.2)
-    state["server"] = {"url": url, "pid": proc.pid}
+    state["server"] = {"url": url, "pid": proc.pid, "host": host, "auth": bool(auth.configured())}
     _write_state(state)
     return ServerInfo(url, proc.pid, prefect_home())
 

@@ -13,8 +13,8 @@ from cairn.blocks import store
 from cairn.errors import Conflict
 from cairn.flows import orders
 from cairn.flows.engine import current_run, drive
-from cairn.plan import PauseMode
-from cairn.revision import Revision
+from cairn.plan import PauseMode, plan_release
+from cairn.revision import VERSION, Revision
 
 
 def snapshot(app: str, environment: str, version: str) -> Revision:
@@ -59,15 +59,24 @@ def guard_single_active(app: str, environment: str) -> None:
         time.sleep(2)
 
 
+def _ui(title: str, description: str) -> dict[str, str]:
+    # Prefect builds the deployment's form from the signature and overwrites a Field's title and
+    # description with the parameter's name and docstring; json_schema_extra is applied last.
+    return {"title": title, "description": description}
+
+
 @flow(name="release", flow_run_name="{app}-{environment}-{version}", persist_result=True, validate_parameters=True)
 def release(
-    app: Annotated[str, Field(title="App", description="Name of a registered app.")],
-    environment: Annotated[Literal["production", "test"], Field(title="Environment")],
-    version: Annotated[str, Field(title="Version", description="Image tag or code package version to ship.")],
-    batches: Annotated[int, Field(title="Batches", ge=1, description="1 <= batches <= instances.")] = 2,
-    pause_mode: Annotated[Literal["first_batch", "every_batch", "none"], Field(title="Pause mode")] = "first_batch",
-    hot_pause_s: Annotated[float, Field(title="Hot pause (s)", ge=0, description="Stay paused in-process this long, then suspend.")] = 600.0,
-    suspend_days: Annotated[float, Field(title="Suspend timeout (days)", gt=0)] = 30.0,
+    app: Annotated[str, Field(min_length=1, json_schema_extra=_ui("App", "Name of a registered app (`cairn app list`)."))],
+    environment: Annotated[Literal["production", "test"], Field(json_schema_extra=_ui("Environment", "Where to ship."))],
+    version: Annotated[str, Field(pattern=VERSION.pattern, json_schema_extra=_ui(
+        "Version", "Image tag or code package version: 1-63 letters, digits, `.`, `_` or `-` (e.g. `v2`, `1.4.0`)."))],
+    batches: Annotated[int, Field(ge=1, json_schema_extra=_ui("Batches", "Number of batches, 1 <= batches <= instances."))] = 2,
+    pause_mode: Annotated[Literal["first_batch", "every_batch", "none"], Field(json_schema_extra=_ui(
+        "Pause mode", "Pause for approval after the **first batch** only, after **every batch** but the last, or **none**."))] = "first_batch",
+    hot_pause_s: Annotated[float, Field(ge=0, json_schema_extra=_ui(
+        "Hot pause (s)", "Stay paused in-process this long (fast resume), then suspend (no process)."))] = 600.0,
+    suspend_days: Annotated[float, Field(gt=0, json_schema_extra=_ui("Suspend timeout (days)", "A suspended order fails after this."))] = 30.0,
 ) -> dict[str, Any]:
     """Ship ``version`` to ``app``/``environment`` batch by batch, pausing for approval per the pause mode."""
     run_id, _ = current_run()
@@ -77,6 +86,9 @@ def release(
         tags = client.read_flow_run(run_id).tags
     revision = revision_of_run(tags) or snapshot(app, environment, version)
     orders.set_tags(run_id, [*orders.tags_for("release", app, environment), f"{orders.REV_TAG}{revision.digest[:32]}"])
+    # The UI's form does not run Python validators and the batch count depends on the stored
+    # environment: refuse a bad one before waiting for, or touching, anything.
+    plan_release(revision.spec.instances, batches)
     guard_single_active(app, environment)
     get_run_logger().info("release %s %s -> %s (revision %s)", app, environment, version, revision.short)
     return drive(revision, batches, PauseMode(pause_mode), hot_pause_s=hot_pause_s, suspend_timeout_s=suspend_days * 86400,

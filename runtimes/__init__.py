@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cairn.config import ClusterSpec
-from cairn.errors import PermanentError
 from cairn.runtime import Runtime
 
 
@@ -14,11 +13,6 @@ def connect(cluster: ClusterSpec, *, kubeconfig: str | None = None) -> Runtime:
         from cairn.runtimes.local import LocalRuntime
 
         return LocalRuntime(autostart=True)
-    try:
-        from cairn.runtimes.kubernetes import KubernetesRuntime  # type: ignore[attr-defined]
-    except ImportError:
-        raise PermanentError(
-            f"cluster {cluster.name!r} uses the kubernetes runtime, which this build does not include yet",
-            hint="use a local cluster",
-        ) from None
-    return KubernetesRuntime(kubeconfig=kubeconfig, context=cluster.context, namespace=cluster.namespace)  # type: ignore[no-any-return]
+    from cairn.runtimes.kubernetes import KubernetesRuntime
+
+    return KubernetesRuntime(kubeconfig=kubeconfig, context=cluster.context, namespace=cluster.namespace)

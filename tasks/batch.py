@@ -62,7 +62,9 @@ def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -
             for i in current.values()
             if i.revision == revision.digest and i.phase is Phase.FAILED
         }
-        if failed:
+        settled = all(i.revision == revision.digest and (i.ready or i.phase is Phase.FAILED) for i in current.values())
+        if failed and (settled and len(current) == len(slots) or time.monotonic() > deadline):
+            # Report every failed instance of the batch, not just the first to fail.
             raise BatchFailed(batch, failed, _events(t, failed))
         for i in current.values():
             if i.revision == revision.digest and i.ready:

@@ -28,7 +28,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
     port = free_port(4300)
     os.environ.update(prefect_env(f"http://127.0.0.1:{port}/api"))
-    os.environ["PREFECT_UI_ENABLED"] = "false"
     config._cairn_home = home  # type: ignore[attr-defined]
 
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlparse
 from cairn.errors import CairnError, NotFound, PermanentError, TemporaryError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef
-from cairn.runtimes.local import cgroups, events, logs, netns
+from cairn.runtimes.local import cgroups, events, logs, netns, traffic
 from cairn.runtimes.local.node import Node
 from cairn.runtimes.local.state import EnvDir
 
@@ -91,6 +91,8 @@ class Handler(BaseHTTPRequestHandler):
             return status(self.server)
         if path == "/observe":
             return [i.to_dict() for i in node.observe(_env(query))]
+        if path == "/traffic":
+            return node.traffic(_env(query))
         if path == "/events":
             since = float(query["since"]) if query.get("since") else None
             found = events.read(EnvDir.of(node.state, _env(query)).events, instance=query.get("instance"), since=since)
@@ -156,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     problem = cgroups.problem()
     if problem:
         print(f"WARNING: {problem}", file=sys.stderr, flush=True)
-    server = Server(sock, Node(state))
+    balancer = traffic.balancer(state)
+    balancer.start()  # listeners of adopted instances come back with its first scan
+    server = Server(sock, Node(state, balancer))
     os.chmod(sock, 0o600)
     (state / "agent.pid").write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
@@ -164,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        balancer.stop()
         sock.unlink(missing_ok=True)
         (state / "agent.pid").unlink(missing_ok=True)
 

@@ -117,5 +117,10 @@ class LocalRuntime:
         pid = int(self._call("POST", "/enter", body=body)["pid"])
         return subprocess.call(enter.argv(pid, command), env=enter.environ(pid))
 
+    def traffic(self, env: EnvRef) -> dict[str, Any]:
+        """The environment's load balancer: listeners, backends (ready/draining/out), connections."""
+        data: dict[str, Any] = self._call("GET", "/traffic", params=_env(env))
+        return data
+
     def terminate(self, env: EnvRef, slots: Sequence[int]) -> None:
         self._call("POST", "/terminate", body={"env": _env(env), "slots": list(slots)}, timeout=None)

@@ -35,9 +35,13 @@ def _ip(*args: str, netns: Path | None = None, check: bool = True) -> subprocess
 
 def ensure_bridge() -> None:
     if _ip("link", "show", BRIDGE, check=False).returncode != 0:
-        _ip("link", "add", BRIDGE, "type", "bridge")
+        added = _ip("link", "add", BRIDGE, "type", "bridge", check=False)
+        if added.returncode != 0 and "exists" not in added.stderr:  # another agent on this machine won the race
+            _ip("link", "add", BRIDGE, "type", "bridge")  # raises with the reason
     if GATEWAY not in _ip("-4", "addr", "show", BRIDGE).stdout:
-        _ip("addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE)
+        added = _ip("addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE, check=False)
+        if added.returncode != 0 and "exists" not in added.stderr:
+            _ip("addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE)
     _ip("link", "set", BRIDGE, "up")
 
 

@@ -27,6 +27,7 @@ from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, ExecResult, Instance, Phase
 from cairn.runtimes.local import cgroups, enter, events, images, netns
+from cairn.runtimes.local.balancer import Balancer
 from cairn.runtimes.local.state import EnvDir, alive, all_instance_dirs, read_json, write_json
 
 SHIM_START_TIMEOUT_S = 15.0
@@ -42,8 +43,9 @@ def shim_alive(status: Mapping[str, Any] | None) -> bool:
 
 
 class Node:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, balancer: Balancer | None = None) -> None:
         self.state = state
+        self.balancer = balancer  # None outside the agent (e.g. a purge without an agent)
         self._alloc = threading.Lock()
         self._env_locks: dict[EnvRef, threading.Lock] = {}
 
@@ -203,30 +205,58 @@ class Node:
                replace_failed: bool, order: str | None) -> None:
         with self._env_lock(env):
             image = self._validate(revision, secrets)
-            current = {i.slot: i for i in self.observe(env)}
-            replace: list[int] = []
-            create: list[int] = []
-            for slot in slots:
-                have = current.get(slot)
-                if have is None:
-                    create.append(slot)
-                elif have.revision != revision.digest or (replace_failed and have.phase is Phase.FAILED):
-                    replace.append(slot)
-            if replace:
-                self.terminate(env, replace)
-            todo = sorted([*create, *replace])
-            # In parallel, as a kubelet starts a batch's pods: a batch takes as long as its slowest
-            # instance, not the sum of them (address allocation is serialised by self._alloc).
-            with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
-                list(pool.map(lambda slot: self._create(env, slot, revision, image, secrets, order), todo))
+            host_ports = [p.host_port for p in revision.spec.ports if p.host_port]
+            release = self.balancer.claim(env, host_ports) if self.balancer and host_ports else None
+            try:
+                self._ensure(env, slots, revision, image, secrets, replace_failed, order)
+            finally:
+                if release:
+                    release()
+
+    def _ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, image: images.Image,
+                secrets: Mapping[str, str], replace_failed: bool, order: str | None) -> None:
+        current = {i.slot: i for i in self.observe(env)}
+        replace: list[int] = []
+        create: list[int] = []
+        for slot in slots:
+            have = current.get(slot)
+            if have is None:
+                create.append(slot)
+            elif have.revision != revision.digest or (replace_failed and have.phase is Phase.FAILED):
+                replace.append(slot)
+        if replace:
+            self.terminate(env, replace)
+        todo = sorted([*create, *replace])
+        # In parallel, as a kubelet starts a batch's pods: a batch takes as long as its slowest
+        # instance, not the sum of them (address allocation is serialised by self._alloc).
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+            list(pool.map(lambda slot: self._create(env, slot, revision, image, secrets, order), todo))
 
     # --- stopping --------------------------------------------------------------------------
+    def _drain(self, directory: Path, config: Mapping[str, Any], grace: float) -> None:
+        """Out of rotation before PreStop runs, and its open connections finish (up to the grace
+        period): the balancer is in this process, so there is no propagation delay to wait out."""
+        if self.balancer is None or not any(p.get("host_port") for p in (config.get("spec") or {}).get("ports", [])):
+            return
+        try:
+            drained = self.balancer.drain(str(directory), grace)
+        except Exception as exc:  # noqa: BLE001 - a balancer problem must never block a stop
+            print(f"drain of {directory.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
+        if drained["open_at_start"]:
+            left = f", {drained['open_left']} still open" if drained["open_left"] else ""
+            events.record(Path(config["events"]), config["instance"], "Drained",
+                          f"out of the load balancer; {drained['open_at_start']} open connection(s) waited on for "
+                          f"{drained['waited_s']:g}s{left}", warning=bool(drained["open_left"]))
+
     def _stop(self, directory: Path, *, now: bool) -> None:
         config = read_json(directory / "config.json") or {}
         status = read_json(directory / "status.json") or {}
+        grace = (config.get("spec") or {}).get("lifecycle", {}).get("termination_grace_period_s", 30)
+        if not now and shim_alive(status):
+            self._drain(directory, config, grace)
         if shim_alive(status):
             os.kill(status["shim_pid"], signal.SIGUSR1 if now else signal.SIGTERM)
-            grace = (config.get("spec") or {}).get("lifecycle", {}).get("termination_grace_period_s", 30)
             deadline = time.monotonic() + (0 if now else grace) + STOP_MARGIN_S
             while shim_alive(read_json(directory / "status.json")) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -238,6 +268,8 @@ class Node:
         cgroups.remove(config.get("cgroups") or {})
         netns.delete(directory / "netns", config.get("address"))
         shutil.rmtree(directory, ignore_errors=True)
+        if self.balancer is not None:
+            self.balancer.forget(str(directory))
 
     def terminate(self, env: EnvRef, slots: Sequence[int], *, now: bool = False) -> None:
         envdir = EnvDir.of(self.state, env)
@@ -284,6 +316,13 @@ class Node:
 
     def log_path(self, env: EnvRef, name: str) -> Path:
         return self._dir(env, name) / "logs" / "container.log"
+
+    def traffic(self, env: EnvRef) -> dict[str, Any]:
+        if self.balancer is None:
+            raise PermanentError("this node has no load balancer", hint="ask the running agent (cairn agent start)")
+        view = self.balancer.snapshot(env)
+        view.update({"app": env.app, "environment": env.environment, "cluster": env.cluster})
+        return view
 
     def count(self) -> int:
         return sum(1 for _ in all_instance_dirs(self.state))

@@ -1,0 +1,216 @@
+"""A thin, JSON-speaking wrapper of the official client: one namespace, server-side apply,
+Event objects cairn writes itself. Every call goes through ``errors.edge``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from cairn.errors import NotFound, PermanentError
+from cairn.runtimes.kubernetes import manifests as m
+from cairn.runtimes.kubernetes.errors import edge
+
+FIELD_MANAGER = "cairn"
+APPLY = "application/apply-patch+yaml"
+TIMEOUT_S = 30
+POD_DEFAULTS = "cairn-pod-defaults"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def client_for(kubeconfig: str | None, context: str | None) -> Any:
+    """An ApiClient from kubeconfig *content* (or, without it, in-cluster or ~/.kube/config)."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        if kubeconfig:
+            data = yaml.safe_load(kubeconfig)
+            if not isinstance(data, dict):
+                raise ValueError("not a kubeconfig document")
+            config.load_kube_config_from_dict(data, context=context, client_configuration=cfg, persist_config=False)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                config.load_kube_config(context=context, client_configuration=cfg, persist_config=False)
+    except Exception as exc:  # noqa: BLE001 - a bad kubeconfig is the user's to fix, whatever the client says
+        raise PermanentError(f"cannot use the kubeconfig{f' (context {context})' if context else ''}: {type(exc).__name__}: {exc}",
+                             hint="check the cluster's kubeconfig_secret holds a kubeconfig with that context") from None
+    cfg.connection_pool_maxsize = 32  # batches create pods in parallel
+    cfg.retries = 1  # an unreachable API becomes a TemporaryError quickly; the flow retries
+    return client.ApiClient(cfg)
+
+
+_CLIENTS: dict[tuple[str, str | None], Any] = {}
+_READY_NAMESPACES: set[tuple[str, str | None, str]] = set()
+_LOCK = threading.Lock()
+
+
+def _key(kubeconfig: str | None) -> str:
+    return hashlib.sha256((kubeconfig or "").encode()).hexdigest()
+
+
+class Api:
+    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        # Flows build a runtime per task: one client (its TLS setup, its connection pool) per
+        # kubeconfig and context per process keeps a batch from paying for it again.
+        key = (_key(kubeconfig), context)
+        with _LOCK:
+            if key not in _CLIENTS:
+                _CLIENTS[key] = client_for(kubeconfig, context)
+        self.client = _CLIENTS[key]
+        self.core = client.CoreV1Api(self.client)
+        self._ns_key = (*key, namespace)
+        self._reporter = socket.gethostname()
+
+    # --- reads ----------------------------------------------------------------------------
+    def _json(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        response = call(*args, _preload_content=False, _request_timeout=TIMEOUT_S, **kwargs)
+        return json.loads(response.data)
+
+    def pods(self, app: str, environment: str, *, slots: list[int] | None = None) -> list[dict[str, Any]]:
+        selector = m.env_selector(app, environment)
+        if slots is not None:
+            selector += f",{m.SLOT} in ({','.join(map(str, slots))})"
+        with edge(f"listing pods of {app}/{environment}"):
+            items = self._json(self.core.list_namespaced_pod, self.namespace, label_selector=selector)["items"]
+        return sorted(items, key=lambda p: int(p["metadata"]["labels"].get(m.SLOT, "0")))
+
+    def pod(self, name: str) -> dict[str, Any]:
+        try:
+            with edge(f"reading pod {name}"):
+                return dict(self._json(self.core.read_namespaced_pod, name, self.namespace))
+        except NotFound:
+            raise NotFound(f"no instance {name}", hint="list instances with `cairn instances APP ENV`") from None
+
+    def events(self, *, name: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+        selector = ["involvedObject.kind=Pod"] + ([f"involvedObject.name={name}"] if name else [])
+        selector += [f"reason={reason}"] if reason else []
+        with edge("listing events"):
+            return list(self._json(self.core.list_namespaced_event, self.namespace, field_selector=",".join(selector))["items"])
+
+    def secret_values(self, name: str) -> list[str]:
+        """The values of one of cairn's Secrets, to redact them from text cairn shows."""
+        import base64
+
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            data = self._json(self.core.read_namespaced_secret, name, self.namespace).get("data") or {}
+        except ApiException:
+            return []
+        return [base64.b64decode(v).decode(errors="replace") for v in data.values()]
+
+    def pod_defaults(self) -> dict[str, Any]:
+        """nodeSelector, tolerations... every pod of this namespace gets (ConfigMap cairn-pod-defaults)."""
+        from kubernetes.client.exceptions import ApiException
+
+        with edge("reading the namespace's pod defaults"):
+            try:
+                data = self._json(self.core.read_namespaced_config_map, POD_DEFAULTS, self.namespace).get("data") or {}
+            except ApiException as exc:
+                if exc.status == 404:
+                    return {}
+                raise
+        try:
+            return {key: json.loads(value) for key, value in data.items()}
+        except ValueError:
+            raise PermanentError(f"ConfigMap {self.namespace}/{POD_DEFAULTS} holds a value that is not JSON",
+                                 hint='each key (nodeSelector, tolerations, ...) is JSON, e.g. nodeSelector: {"type": "kwok"}') from None
+
+    # --- writes ---------------------------------------------------------------------------
+    def ensure_namespace(self) -> None:
+        if self._ns_key in _READY_NAMESPACES:
+            return
+        from kubernetes.client.exceptions import ApiException
+
+        with edge(f"creating namespace {self.namespace}"):
+            try:
+                self.core.read_namespace(self.namespace, _request_timeout=TIMEOUT_S)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                try:
+                    self.core.create_namespace({"metadata": {"name": self.namespace, "labels": dict(m.MANAGED)}},
+                                               _request_timeout=TIMEOUT_S)
+                except ApiException as again:
+                    if again.status != 409:
+                        raise
+        _READY_NAMESPACES.add(self._ns_key)
+
+    def apply(self, obj: Mapping[str, Any]) -> None:
+        """Server-side apply (field manager ``cairn``): creates or converges, idempotently."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        call = {"Pod": self.core.patch_namespaced_pod, "Secret": self.core.patch_namespaced_secret,
+                "ConfigMap": self.core.patch_namespaced_config_map}[kind]
+        with edge(f"applying {kind} {name}"):
+            call(name, self.namespace, dict(obj), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+                 _request_timeout=TIMEOUT_S)
+
+    def annotate(self, name: str, annotations: Mapping[str, str]) -> None:
+        with edge(f"annotating pod {name}"):
+            self.core.patch_namespaced_pod(name, self.namespace, {"metadata": {"annotations": dict(annotations)}},
+                                           _request_timeout=TIMEOUT_S)
+
+    def delete(self, kind: str, name: str, *, uid: str | None = None, grace_s: int | None = None) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        call = {"Pod": self.core.delete_namespaced_pod, "Secret": self.core.delete_namespaced_secret,
+                "ConfigMap": self.core.delete_namespaced_config_map}[kind]
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}  # never the pod that replaced the one we meant
+        if grace_s is not None:
+            body["gracePeriodSeconds"] = grace_s
+        with edge(f"deleting {kind} {name}"):
+            try:
+                call(name, self.namespace, body=body, _request_timeout=TIMEOUT_S)
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    raise
+
+    def listed(self, kind: str, app: str, environment: str) -> list[dict[str, Any]]:
+        call = {"Secret": self.core.list_namespaced_secret, "ConfigMap": self.core.list_namespaced_config_map}[kind]
+        with edge(f"listing {kind}s of {app}/{environment}"):
+            return list(self._json(call, self.namespace, label_selector=m.env_selector(app, environment))["items"])
+
+    def record(self, pod: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+        """An Event about ``pod`` from cairn itself (exec sessions, stops it watched), so
+        `kubectl get events` and `cairn events` tell the same story."""
+        meta = pod["metadata"]
+        now = _now()
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace,
+                         "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k in (m.APP, m.ENV, m.SLOT)}},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": self.namespace,
+                               "uid": meta.get("uid")},
+            "reason": reason, "message": message[:1000], "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": "cairn", "host": self._reporter},
+        }
+        with edge(f"recording event {reason} on {meta['name']}"):
+            self.core.create_namespaced_event(self.namespace, body, _request_timeout=TIMEOUT_S)
+
+    def wait(self, what: str, done: Any, timeout_s: float, poll_s: float = 0.25) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = done()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(poll_s)
