@@ -16,7 +16,7 @@ from cairn.errors import ActionRefused, CairnError, Conflict, NotFound
 from cairn.flows import orders
 from cairn.flows.release import revision_of_run
 from cairn.plan import PauseMode
-from cairn.status import ACTIVE, Action, Status, refusal
+from cairn.status import Action, Status, refusal
 
 
 def who() -> str:
@@ -195,4 +195,4 @@ def wait_for(order: str, statuses: set[Status], timeout_s: float = 600) -> dict[
     raise CairnError(f"order {order} did not reach {sorted(map(str, statuses))} within {timeout_s:.0f}s")
 
 
-__all__ = ["ACTIVE", "close", "create_order", "list_orders", "resume", "retry", "rollback", "show", "switch_pause_mode", "wait_for"]
+__all__ = ["close", "create_order", "list_orders", "resume", "retry", "rollback", "show", "switch_pause_mode", "wait_for"]

@@ -77,13 +77,7 @@ def status(as_json: JsonFlag = False) -> None:
     from cairn.deployments import platform
     from cairn.runtimes.local import agent_status
 
-    state = platform._read_state()
-    url = state.get("server", {}).get("url")
-    server = state.get("server", {})
-    data = {"server": {"url": url, "healthy": bool(url and platform.healthy(url)), "host": server.get("host", "127.0.0.1"),
-                       "auth": bool(server.get("auth"))},
-            "worker": {"pid": state.get("worker", {}).get("pid"), "running": platform._alive(state.get("worker", {}).get("pid"))},
-            "agent": agent_status()}
+    data = {**platform.processes(), "agent": agent_status()}
     emit(data, as_json, lambda d: console.print_json(data=d))
 
 

@@ -46,7 +46,7 @@ def package(version: str, workdir: Path) -> Path:
 def main() -> int:
     from cairn.deployments import platform
 
-    was_up = bool(platform._read_state().get("server", {}).get("url")) and platform.healthy(platform._read_state()["server"]["url"])
+    was_up = platform.processes()["server"]["healthy"]
     console.rule("cairn demo: a real release on the local runtime")
     up = json.loads(cairn("up", "--json", capture=True))
     os.environ.update(platform.prefect_env(up["server"]))

@@ -82,6 +82,19 @@ def _write_state(state: dict) -> None:
     _state_file().write_text(json.dumps(state, indent=2))
 
 
+def processes() -> dict[str, dict]:
+    """What `cairn up` started and whether it still runs: the one reading of the platform's state."""
+    state = _read_state()
+    server = state.get("server", {})
+    url = server.get("url")
+    worker_pid = state.get("worker", {}).get("pid")
+    return {
+        "server": {"url": url, "healthy": bool(url and healthy(url)), "host": server.get("host", "127.0.0.1"),
+                   "auth": bool(server.get("auth"))},
+        "worker": {"pid": worker_pid, "running": _alive(worker_pid)},
+    }
+
+
 def healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
