@@ -27,10 +27,9 @@ unit: venv
 	$(PY) -m pytest tests/unit
 
 test: venv lint
-	$(PY) -m pytest -m "not ui"
+	$(PY) -m pytest
 
-# The browser tests (Debian's chromium via Playwright): kept out of `make test` until they are
-# proven steady on a loaded 2-core machine.
+# The browser tests alone (Debian's chromium via Playwright; part of `make test` too).
 test-ui: venv
 	$(PY) -m pytest -m ui
 

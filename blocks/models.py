@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr
 
 from prefect.blocks.core import Block
 
-from cairn.config import AppSpec, ClusterSpec, DeployType, EnvironmentName, EnvironmentSpec, RuntimeKind, SourceSpec
+from cairn.config import AppSpec, ClusterSpec, DeployType, EnvironmentName, EnvironmentSpec, RuntimeKind, ServiceType, SourceSpec
 from cairn.revision import Revision
 
 
@@ -25,6 +25,8 @@ class ClusterBlock(Block):
     kubeconfig: SecretStr | None = Field(None, title="Kubeconfig", description="Copied from the secret at apply; never shown in clear.")
     context: str | None = Field(None, title="Context")
     namespace: str | None = Field(None, title="Namespace")
+    service_type: ServiceType = Field("ClusterIP", title="Service type")
+    drain_s: float | None = Field(None, title="Drain (s)")
 
     @classmethod
     def from_spec(cls, spec: ClusterSpec, kubeconfig: str | None = None) -> ClusterBlock:
@@ -33,7 +35,7 @@ class ClusterBlock(Block):
     def spec(self) -> ClusterSpec:
         return ClusterSpec(
             name=self.name, runtime=self.runtime, kubeconfig_secret=self.kubeconfig_secret,
-            context=self.context, namespace=self.namespace,
+            context=self.context, namespace=self.namespace, service_type=self.service_type, drain_s=self.drain_s,
         )
 
 

@@ -35,6 +35,9 @@ DeployType = Literal["image", "code-package"]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 Seconds = Annotated[float, Field(ge=0)]
 Threshold = Annotated[int, Field(strict=True, ge=1)]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+DRAIN_DEFAULT_S = 2.0
+DRAIN_MAX_S = 300.0
 
 
 class Spec(BaseModel):
@@ -76,6 +79,20 @@ class ClusterSpec(Spec):
     )
     context: str | None = Field(None, title="Context", description="Kubeconfig context to use; the current one when empty.")
     namespace: str | None = Field(None, title="Namespace", description="Kubernetes namespace for the apps (kubernetes only).")
+    # How traffic enters a cluster and how fast its data plane forgets a pod are the cluster's
+    # properties, not an app's (like the namespace's pod defaults); and a field here leaves
+    # every revision's digest as it was.
+    service_type: ServiceType = Field(
+        "ClusterIP", title="Service type",
+        description="Type of each environment's Service (kubernetes only): ClusterIP, NodePort or LoadBalancer.",
+    )
+    drain_s: Annotated[float, Field(ge=0, le=DRAIN_MAX_S)] | None = Field(
+        None, title="Drain (s)",
+        description=f"Kubernetes only: after a pod leaves its Service's endpoints, how long cairn waits before "
+                    f"deleting it, so kube-proxy and load balancers stop sending it traffic first "
+                    f"(default {DRAIN_DEFAULT_S:g} s: kube-proxy's 1 s minimum sync period plus a margin). "
+                    f"0 turns draining off: pods are deleted at once, as Kubernetes itself does.",
+    )
 
     _name = field_validator("name")(_check_label)
 
@@ -88,6 +105,10 @@ class ClusterSpec(Spec):
                 raise refuse("namespace", self.namespace, "must be a DNS-1123 label")
         elif self.kubeconfig_secret or self.namespace:
             raise refuse("runtime", self.runtime, "kubeconfig_secret and namespace apply only to runtime: kubernetes")
+        elif self.service_type != "ClusterIP" or self.drain_s is not None:
+            field = "service_type" if self.service_type != "ClusterIP" else "drain_s"
+            raise refuse(field, getattr(self, field), "applies only to runtime: kubernetes; the local runtime's "
+                         "traffic port is each port mapping's host_port")
         return self
 
 

@@ -7,16 +7,19 @@ import getpass
 import os
 import time
 import uuid
-from typing import Any
-
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cairn.errors import ActionRefused, CairnError, Conflict, NotFound
-from cairn.flows import orders
-from cairn.flows.release import revision_of_run
+from cairn.flows import history, orders
 from cairn.plan import PauseMode
 from cairn.status import Action, Status, refusal
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+# Prefect is imported inside the functions that act: `cairn release show/list/wait` only read, over
+# the REST API (``history``), and importing Prefect alone costs more than their whole answer.
 
 
 def who() -> str:
@@ -29,20 +32,24 @@ def ui_url(run_id: Any) -> str:
 
 
 def describe(run: FlowRun) -> dict[str, Any]:
-    params = run.parameters or {}
-    revision = orders.tag_value(run, orders.REV_TAG)
-    mode = orders.read_mode(run.id, PauseMode(params.get("pause_mode", "first_batch")))
-    return {
-        "id": str(run.id), "name": run.name, "app": params.get("app"), "environment": params.get("environment"),
-        "version": params.get("version"), "batches": params.get("batches"), "pause_mode": str(mode.mode),
-        "pause_mode_history": mode.history, "status": str(orders.status_of(run)),
-        "state": run.state.name if run.state else None, "revision": revision,
-        "created": run.created.isoformat() if run.created else None, "url": ui_url(run.id),
-        "message": (run.state.message if run.state else None),
-    }
+    return describe_all([history.OrderRun.from_flow_run(run)])[0]
+
+
+def describe_all(runs: Sequence[history.OrderRun]) -> list[dict[str, Any]]:
+    """What people see of each order; a fixed number of queries for the whole page (``history``)."""
+    modes, statuses = history.modes(runs), history.statuses(runs)
+    return [{
+        "id": str(run.id), "name": run.name, "app": run.parameters.get("app"), "environment": run.parameters.get("environment"),
+        "version": run.parameters.get("version"), "batches": run.parameters.get("batches"), "pause_mode": str(modes[run.id].mode),
+        "pause_mode_history": modes[run.id].history, "status": str(statuses[run.id]), "state": run.state_name,
+        "revision": run.tag(orders.REV_TAG), "created": run.created.isoformat() if run.created else None, "url": ui_url(run.id),
+        "message": run.message,
+    } for run in runs]
 
 
 def _deployment_id(name: str) -> uuid.UUID:
+    from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as client:
         try:
             return client.read_deployment_by_name(f"{name}/{name}").id
@@ -57,6 +64,8 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     The run is created with an idempotency key derived from the environment and its last
     finished order: creates racing for the same environment compute the same key, Prefect
     creates exactly one run, and every loser sees a run that does not carry its request tag."""
+    from prefect.client.orchestration import get_client
+
     from cairn.flows.release import snapshot
 
     revision = snapshot(app, env, version)
@@ -98,6 +107,8 @@ def resume(order: str, mode: PauseMode | None = None, comment: str = "") -> dict
     run = orders.read_order(order)
     _refuse_unless(run, Action.RESUME)
     current = orders.read_mode(run.id, PauseMode(run.parameters.get("pause_mode", "first_batch"))).mode
+    from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as client:
         result = client.resume_flow_run(run.id, run_input={"pause_mode": str(mode or current), "comment": comment, "approved_by": who()})
     if result.status.value != "ACCEPT":
@@ -127,6 +138,8 @@ def close(order: str) -> dict[str, Any]:
 
 
 def _run_and_wait(deployment: str, params: dict[str, Any], name_tags: list[str], timeout_s: float = 900) -> FlowRun:
+    from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(_deployment_id(deployment), parameters=params, tags=name_tags)
         deadline = time.monotonic() + timeout_s
@@ -144,6 +157,8 @@ def retry(order: str) -> dict[str, Any]:
     finished = _run_and_wait("retry", {"order": str(run.id)}, ["cairn", "kind:retry", f"order:{run.id}", f"by:{who()}"])
     if not (finished.state and finished.state.is_completed()):
         raise CairnError(f"retry of {run.id} failed: {finished.state.message if finished.state else '?'}", hint=ui_url(finished.id))
+    from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as client:
         result = client.read_flow_run(finished.id).state.result(raise_on_failure=False)  # type: ignore[union-attr]
     return {"order": describe(orders.read_order(str(run.id))), "retry": result if isinstance(result, dict) else {}}
@@ -166,14 +181,15 @@ def rollback(order: str | None = None, app: str | None = None, env: str | None =
 
 
 def show(order: str) -> dict[str, Any]:
-    run = orders.read_order(order)
-    data = describe(run)
-    revision = revision_of_run(run.tags) if data["revision"] else None
-    if revision is not None:
-        from cairn.tasks.batch import observe
+    run = history.read(order)
+    data = describe_all([run])[0]
+    if data["revision"]:
+        from cairn.blocks import documents
+        from cairn.tasks.context import target
 
         try:
-            data["instances"] = [i.to_dict() for i in observe(revision)]
+            t = target(documents.revision(data["revision"]))
+            data["instances"] = [i.to_dict() for i in t.runtime.observe(t.env)]
         except CairnError as exc:
             data["instances_error"] = exc.message
     return data
@@ -181,16 +197,15 @@ def show(order: str) -> dict[str, Any]:
 
 def list_orders(app: str | None = None, env: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     tags = ["cairn", "kind:release"] + ([f"app:{app}"] if app else []) + ([f"env:{env}"] if env else [])
-    return [describe(r) for r in orders.find_runs(*tags, limit=limit)]
+    return describe_all(history.find(*tags, limit=limit))
 
 
 def wait_for(order: str, statuses: set[Status], timeout_s: float = 600) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        run = orders.read_order(order)
-        status = orders.status_of(run)
-        if status in statuses:
-            return describe(run)
+        run = history.read(order)
+        if history.statuses([run])[run.id] in statuses:
+            return describe_all([run])[0]
         time.sleep(0.3)
     raise CairnError(f"order {order} did not reach {sorted(map(str, statuses))} within {timeout_s:.0f}s")
 

@@ -136,7 +136,7 @@ def instances(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
 
 
 def traffic(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
-    """The environment's load balancer: listeners, backends (ready/draining/out), open and served connections."""
+    """The environment's load balancer (local) or Service (kubernetes): listeners, backends and their state."""
     with errors_as_exit(as_json):
         from cairn.errors import PermanentError
 
@@ -146,19 +146,29 @@ def traffic(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
                                  hint="cairn instances APP ENV shows each instance's address and ports")
         data = t.runtime.traffic(t.env)
 
+    def count(value: int | None) -> str:
+        return "-" if value is None else str(value)  # Kubernetes counts no connections
+
     def render(d: dict[str, Any]) -> None:
         if not d["listeners"]:
-            console.print(f"{app}/{env}: no load balancer listener (no port has a host_port, or no instance runs)")
+            console.print(f"{app}/{env}: no load balancer listener (no mapped port, or no instance runs)")
         for lis in d["listeners"]:
             where = lis["address"] if lis["listening"] else f"{lis['address']} NOT LISTENING: {lis['error']}"
-            console.print(f"{app}/{env} {where} ({d['policy']}): {lis['open']} open, {lis['connections']} connections served"
+            where += "".join(f", {extra}" for extra in lis.get("also") or [])
+            counted = f": {lis['open']} open, {lis['connections']} connections served" if lis["connections"] is not None else ""
+            console.print(f"{app}/{env} {where} ({d['policy']}){counted}"
                           + (f", {lis['dropped']} dropped (no backend)" if lis["dropped"] else ""))
             table = Table("instance", "backend", "state", "open", "connections", "refused")
             for b in lis["backends"]:
-                style = {"ready": "green", "draining": "yellow"}.get(b["state"], "dim")
-                table.add_row(b["instance"], b["address"], b["state"], str(b["open"]), str(b["connections"]), str(b["refused"]), style=style)
+                style = {"ready": "green", "draining": "yellow", "terminating": "yellow"}.get(b["state"], "dim")
+                table.add_row(b["instance"], b["address"], b["state"], count(b["open"]), count(b["connections"]),
+                              count(b["refused"]), style=style)
             console.print(table)
-        console.print(f"counted in {d['counts']} (the balancer is TCP and parses no request)")
+        if d.get("counts"):
+            console.print(f"counted in {d['counts']} (the balancer is TCP and parses no request)")
+        if d.get("drain_s") is not None:
+            console.print(f"states from the EndpointSlices; cairn takes a pod out of the Service, waits until they drop it, "
+                          f"then {d['drain_s']:g}s more, before deleting it")
 
     emit(data, as_json, render)
 

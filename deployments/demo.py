@@ -54,9 +54,15 @@ def main() -> int:
     try:
         cairn("secret", "set", "shop-db-password", input="demo-password\n")
         cairn("apply", "-f", str(EXAMPLE))
+        # A version is immutable: a demo run before this one (perhaps of an older cairn) may have
+        # added v1 and v2 already, and they are what gets shipped again.
+        have = {p["version"] for p in json.loads(cairn("package", "list", APP, "--json", capture=True))}
         with tempfile.TemporaryDirectory() as tmp:
             for version in ("v1", "v2"):
-                cairn("package", "add", APP, version, str(package(version, Path(tmp))))
+                if version in have:
+                    console.print(f"package {APP} {version} is registered already")
+                else:
+                    cairn("package", "add", APP, version, str(package(version, Path(tmp))))
         current = json.loads(cairn("instances", APP, ENV, "--json", capture=True))
         if not current or any(i["phase"] != "running" for i in current):
             console.rule("ship v1 (no pause)")

@@ -54,6 +54,8 @@ def prefect_env(api_url: str | None = None) -> dict[str, str]:
         PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "0.5"),
         PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "1"),
         PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
+        # The triggers service (and with it the actions service) turns a webhook's event into a release.
+        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="true",
     )
     if api_url:
         env["PREFECT_API_URL"] = api_url
@@ -88,11 +90,17 @@ def processes() -> dict[str, dict]:
     server = state.get("server", {})
     url = server.get("url")
     worker_pid = state.get("worker", {}).get("pid")
+    warm_pid = state.get("warm", {}).get("pid")
     return {
         "server": {"url": url, "healthy": bool(url and healthy(url)), "host": server.get("host", "127.0.0.1"),
                    "auth": bool(server.get("auth"))},
         "worker": {"pid": worker_pid, "running": _alive(worker_pid)},
+        "warm_start": {"pid": warm_pid, "running": _alive(warm_pid), "socket": str(warm_socket())},
     }
+
+
+def warm_socket() -> Path:
+    return cairn_home() / "warm.sock"
 
 
 def healthy(url: str) -> bool:
@@ -193,8 +201,9 @@ def stop_server() -> None:
 
 def stop_worker() -> None:
     state = _read_state()
-    stop_process_group(state.get("worker", {}).get("pid"))
-    state.pop("worker", None)
+    for name in ("worker", "warm"):
+        stop_process_group(state.get(name, {}).get("pid"))
+        state.pop(name, None)
     _write_state(state)
 
 
@@ -213,11 +222,20 @@ def ensure_deployments() -> dict[str, str]:
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.flows import Flow
 
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.workers.process import ProcessWorker
+
+    from cairn.deployments import warmstart
+
+    # Runs start through the warm start client (warmstart.py), which falls back to a cold start.
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = warmstart.command(str(warm_socket()))
     with get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template))
         except ObjectAlreadyExists:
-            pass
+            if client.read_work_pool(WORK_POOL).base_job_template != template:
+                client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
     root = Path(__file__).resolve().parents[1]
     ids = {}
     for name, entrypoint in FLOWS.items():
@@ -226,20 +244,34 @@ def ensure_deployments() -> dict[str, str]:
         with contextlib.redirect_stdout(io.StringIO()):
             ids[name] = str(flow.deploy(name=name, work_pool_name=WORK_POOL, print_next_steps=False, build=False, push=False,
                                         ignore_warnings=True))
+    from cairn.deployments.automations import ensure_release_automation  # the webhook's event -> a release run
+
+    ensure_release_automation(ids["release"])
     return ids
 
 
 def ensure_worker(api_url: str) -> int:
     """A process worker for cairn's pool; flows run in processes it starts, which outlive `cairn` itself."""
+    ensure_warm_start(api_url)
+    argv = ["-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "100"]
+    return _ensure_process("worker", argv, api_url)
+
+
+def ensure_warm_start(api_url: str) -> int:
+    """The warm start server (warmstart.py): flow runs fork from it instead of importing Prefect anew."""
+    return _ensure_process("warm", ["-m", "cairn.deployments.warmstart", "serve", str(warm_socket())], api_url)
+
+
+def _ensure_process(name: str, argv: list[str], api_url: str) -> int:
+    """Start ``python argv`` as the platform's process ``name`` unless it runs; its own session, so
+    it outlives the command that started it; logged to ``<name>.log`` in cairn's home."""
     state = _read_state()
-    pid = state.get("worker", {}).get("pid")
+    pid = state.get(name, {}).get("pid")
     if _alive(pid):
         return pid  # type: ignore[no-any-return]
-    log = (cairn_home() / "worker.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "100"],
-        env=prefect_env(api_url), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    state["worker"] = {"pid": proc.pid}
+    log = (cairn_home() / f"{name}.log").open("ab")
+    proc = subprocess.Popen([sys.executable, *argv], env=prefect_env(api_url), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    state[name] = {"pid": proc.pid}
     _write_state(state)
     return proc.pid

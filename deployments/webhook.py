@@ -17,15 +17,20 @@ captured request could be replayed with a fresh timestamp or a new delivery id. 
 the Prefect Secret block ``webhook-secret`` (``cairn secret set webhook-secret``), read per
 request so a rotation needs no restart.
 
-Answers: 202 (order started: its id and UI link), 401 (missing, malformed or wrong signature, or
-a timestamp more than 5 minutes off), 409 (this delivery already started an order, or the
-environment has an active one), 422 (the payload is not a valid release), 503 (no secret set).
-Nothing is started unless the answer is 202.
+Answers: 202 (the release is requested: the event's id, and the order's id and UI link once the
+automation created it), 401 (missing, malformed or wrong signature, or a timestamp more than 5
+minutes off), 409 (this delivery was already received, or the environment has an active order),
+422 (the payload is not a valid release), 503 (no secret set, no automation: `cairn up`, or
+Prefect reported it could not start the release: send the delivery again). Nothing is requested
+unless the answer is 202 (a 503 of the last kind requested a release that did not start).
 
-At most one order per delivery id, across processes and restarts: the flow run is created with
-the idempotency key ``webhook:<delivery>`` (Prefect creates one run per key, atomically) and
-carries the tag ``delivery:<id>``. Duplicates arriving together are serialised per delivery in
-this process, so they cost one lookup each rather than one more create on the database.
+A verified request does not create the order itself: it posts a Prefect event, and the
+``cairn-webhook-release`` automation runs the ``release`` deployment (see ``automations``), so
+the order is the same flow run the UI, a schedule or the CLI would start. At most one order per
+delivery id, across processes and restarts: the event id is derived from the delivery (Prefect
+fires once per event id) and the webhook first looks for the order the delivery already started
+(its ``by:webhook:<delivery>`` tag, or its parameters before it runs). Duplicates arriving
+together are serialised per delivery in this process, so they cost one lookup each.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -99,45 +105,62 @@ def parse(body: bytes) -> ReleaseRequest:
 
 # --- starting the order ---------------------------------------------------------------------------
 
+RUN_WAIT_S = 20.0  # the automation creates the run about a second after the event; more under load
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+# Deliveries this process posted an event for, whose run it has not seen yet: a repeat meanwhile
+# is a replay too. Bounded; the durable check is the run itself (``automations.run_of``).
+_posted: OrderedDict[str, uuid.UUID] = OrderedDict()
 
 
 def _lock_for(delivery: str) -> threading.Lock:
     with _locks_guard:
-        if len(_locks) > 10_000:  # forget idle locks; the durable guarantee is Prefect's key
+        if len(_locks) > 10_000:  # forget idle locks; the durable guarantee is the event id and the run
             for key in [k for k, v in _locks.items() if not v.locked()]:
                 del _locks[key]
         return _locks.setdefault(delivery, threading.Lock())
 
 
-def _existing(delivery: str) -> Any:
-    from cairn.flows import orders
-
-    runs = orders.find_runs("cairn", f"delivery:{delivery}", limit=1)
-    return runs[0] if runs else None
-
-
-def _replayed(run: Any, delivery: str) -> Refusal:
+def _replayed(delivery: str, run: Any = None, event: uuid.UUID | None = None) -> Refusal:
     from cairn.deployments.actions import ui_url
 
+    if run is None:
+        return Refusal(409, f"delivery {delivery} was already received: its release is being started",
+                       {"event": str(event)})
     return Refusal(409, f"delivery {delivery} was already received: it started order {run.id}",
                    {"order": str(run.id), "url": ui_url(run.id)})
 
 
 def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
-    """Create the order for ``delivery`` once; a repeat of the delivery is a 409 naming that order."""
+    """Post the release event for ``delivery`` once; a repeat of the delivery is a 409 naming its order."""
+    from cairn.deployments import automations
+    from cairn.errors import NotFound
+
     with _lock_for(delivery):
-        run = _existing(delivery)
+        try:
+            automation = automations.automation_id()
+        except NotFound as exc:
+            raise Refusal(503, exc.message, {"hint": exc.hint}) from None
+        run = automations.run_of(delivery, automation)
         if run is not None:
-            raise _replayed(run, delivery)
-        return _create(delivery, req)
+            raise _replayed(delivery, run)
+        posted = _posted.get(delivery)
+        if posted is not None and automations.action_failure(posted) is None:
+            raise _replayed(delivery, event=posted)
+        _check(req, automation)
+        event = automations.request_release(delivery, req.app, req.environment, req.model_dump(),
+                                            automations.next_attempt(delivery))
+        with _locks_guard:
+            _posted[delivery] = event
+            while len(_posted) > 10_000:
+                _posted.popitem(last=False)
+        return _answer(delivery, event, automation)
 
 
-def _create(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
-    from prefect.client.orchestration import get_client
-
-    from cairn.deployments import actions
+def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
+    """Refuse now what the order would fail on: unknown app, environment or version, too many
+    batches (422), or an environment another order holds (409)."""
+    from cairn.deployments import automations
     from cairn.errors import CairnError, Conflict, NotFound
     from cairn.flows import orders
     from cairn.flows.release import snapshot
@@ -146,26 +169,41 @@ def _create(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
     try:
         revision = snapshot(req.app, req.environment, req.version)  # validates app, environment and version
         plan_release(revision.spec.instances, req.batches)  # and the batch count against the instances
-        active = orders.active_runs(req.app, req.environment)
+        # Runs the automation created that have not started yet carry no tags: match their parameters.
+        waiting = [r for r in automations.pending_runs(automation)
+                   if (r.parameters or {}).get("app") == req.app and (r.parameters or {}).get("environment") == req.environment]
+        active = orders.active_runs(req.app, req.environment) + waiting
         if active:
             raise Conflict(f"{req.app}/{req.environment} already has an active order {active[0].id} ({active[0].name})")
-        deployment = actions._deployment_id("release")
     except Conflict as exc:
         raise Refusal(409, exc.message) from None
     except NotFound as exc:
         raise Refusal(422, exc.message, {"hint": exc.hint}) from None
     except (CairnError, ValueError) as exc:
         raise Refusal(422, getattr(exc, "message", str(exc))) from None
-    request = f"request:{uuid.uuid4().hex}"
-    tags = [*orders.tags_for("release", req.app, req.environment), f"{orders.REV_TAG}{revision.digest[:32]}",
-            f"delivery:{delivery}", "by:webhook", request]
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run_from_deployment(
-            deployment, parameters=req.model_dump(), tags=tags, idempotency_key=f"webhook:{delivery}",
-            name=f"{req.app}-{req.environment}-{req.version}")
-    if request not in run.tags:  # another process won the key for this delivery
-        raise _replayed(run, delivery)
-    return {"order": str(run.id), "name": run.name, "url": actions.ui_url(run.id), "delivery": delivery}
+
+
+def _answer(delivery: str, event: uuid.UUID, automation: uuid.UUID) -> dict[str, Any]:
+    """The 202: the event, and the order once the automation created it (a CI links to it)."""
+    from cairn.deployments import automations
+    from cairn.deployments.actions import ui_url
+
+    answer: dict[str, Any] = {"delivery": delivery, "event": str(event), "order": None, "url": None}
+    deadline = time.monotonic() + RUN_WAIT_S
+    checked_failure = time.monotonic()
+    while time.monotonic() < deadline:
+        run = automations.run_of(delivery, automation)
+        if run is not None:
+            return {**answer, "order": str(run.id), "url": ui_url(run.id)}
+        if time.monotonic() - checked_failure > 2:  # events reach the store in batches, seconds apart
+            checked_failure = time.monotonic()
+            failure = automations.action_failure(event)
+            if failure is not None:  # nothing started: a resend of this delivery posts the next attempt
+                with _locks_guard:
+                    _posted.pop(delivery, None)
+                raise Refusal(503, f"Prefect could not start the release: {failure}", {"hint": "send the delivery again"})
+        time.sleep(0.2)
+    return answer  # accepted all the same: the automation starts it, `cairn release list` shows it
 
 
 # --- the HTTP app ----------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
     report = OrderReport(run_id, plan, revision, title)
     approved: set[int] = set()
     replaced_failed = False
-    mode = orders.read_mode(run_id, default_mode).mode
+    # The mode only decides at batch boundaries, where it is read fresh (below): no read up front,
+    # which keeps an API call off the way to the first batch and to a resumed one.
+    mode = default_mode
     while True:
         instances = observe(revision)
         step = next_step(plan, slot_states(instances), revision.digest, mode, approved)

@@ -8,6 +8,8 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
 
 from cairn.blocks import store
 from cairn.errors import Conflict
@@ -35,19 +37,14 @@ def revision_of_run(tags: list[str]) -> Revision | None:
     return store.load_revision(prefix) if prefix else None
 
 
-def guard_single_active(app: str, environment: str) -> None:
+def guard_single_active(me: FlowRun, app: str, environment: str) -> None:
     """Refuse to run while an older order holds the environment (also for runs started in the UI);
     a queued order (``--queue``) waits for the older ones to end instead."""
     import time
 
-    from prefect.client.orchestration import get_client
-
-    run_id, _ = current_run()
-    with get_client(sync_client=True) as client:
-        me = client.read_flow_run(run_id)
     logged = False
     while True:
-        older = [r for r in orders.active_runs(app, environment, exclude=run_id) if r.created and me.created and r.created < me.created]
+        older = [r for r in orders.active_runs(app, environment, exclude=me.id) if r.created and me.created and r.created < me.created]
         if not older:
             return
         if "queued" not in me.tags:
@@ -57,6 +54,10 @@ def guard_single_active(app: str, environment: str) -> None:
             get_run_logger().info("queued behind order %s (%s)", older[0].id, older[0].name)
             logged = True
         time.sleep(2)
+
+
+# A tag's worth of text: a user name or `webhook:<delivery id>`.
+REQUESTER = r"^[A-Za-z0-9._:@-]{0,160}$"
 
 
 def _ui(title: str, description: str) -> dict[str, str]:
@@ -77,19 +78,25 @@ def release(
     hot_pause_s: Annotated[float, Field(ge=0, json_schema_extra=_ui(
         "Hot pause (s)", "Stay paused in-process this long (fast resume), then suspend (no process)."))] = 600.0,
     suspend_days: Annotated[float, Field(gt=0, json_schema_extra=_ui("Suspend timeout (days)", "A suspended order fails after this."))] = 30.0,
+    requested_by: Annotated[str, Field(pattern=REQUESTER, json_schema_extra=_ui(
+        "Requested by", "Who asks for this order, kept as its `by:` tag (the webhook sets `webhook:<delivery id>`)."))] = "",
 ) -> dict[str, Any]:
     """Ship ``version`` to ``app``/``environment`` batch by batch, pausing for approval per the pause mode."""
     run_id, _ = current_run()
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        tags = client.read_flow_run(run_id).tags
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None
+    me = context.flow_run  # as the engine read it when the run started: tags and creation time
+    tags = me.tags
     revision = revision_of_run(tags) or snapshot(app, environment, version)
-    orders.set_tags(run_id, [*orders.tags_for("release", app, environment), f"{orders.REV_TAG}{revision.digest[:32]}"])
+    # Runs the webhook's automation creates carry nothing but parameters: who asked becomes a tag.
+    by = [f"by:{requested_by}"] if requested_by else []
+    wanted = [*orders.tags_for("release", app, environment), f"{orders.REV_TAG}{revision.digest[:32]}", *by]
+    if not set(wanted) <= set(tags):  # a re-run (resume after a suspend, retry) has them already
+        orders.set_tags(run_id, wanted)
     # The UI's form does not run Python validators and the batch count depends on the stored
     # environment: refuse a bad one before waiting for, or touching, anything.
     plan_release(revision.spec.instances, batches)
-    guard_single_active(app, environment)
+    guard_single_active(me, app, environment)
     get_run_logger().info("release %s %s -> %s (revision %s)", app, environment, version, revision.short)
     return drive(revision, batches, PauseMode(pause_mode), hot_pause_s=hot_pause_s, suspend_timeout_s=suspend_days * 86400,
                  title=f"{app} {environment} -> {version}")

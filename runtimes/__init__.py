@@ -15,4 +15,5 @@ def connect(cluster: ClusterSpec, *, kubeconfig: str | None = None) -> Runtime:
         return LocalRuntime(autostart=True)
     from cairn.runtimes.kubernetes import KubernetesRuntime
 
-    return KubernetesRuntime(kubeconfig=kubeconfig, context=cluster.context, namespace=cluster.namespace)
+    return KubernetesRuntime(kubeconfig=kubeconfig, context=cluster.context, namespace=cluster.namespace,
+                             service_type=cluster.service_type, drain_s=cluster.drain_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cairn.blocks import store
+from cairn.blocks import documents
 from cairn.errors import TemporaryError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Runtime
@@ -20,9 +20,10 @@ class Target:
 
 @lru_cache(maxsize=64)
 def _runtime(cluster_name: str) -> Runtime:
-    block = store.load_cluster(cluster_name)
-    kubeconfig = block.kubeconfig.get_secret_value() if block.kubeconfig else None
-    return connect(block.spec(), kubeconfig=kubeconfig)
+    # Read over the REST API (``documents``), not as a Block: `cairn instances` and the other
+    # instance commands come through here and must not import Prefect.
+    spec, kubeconfig = documents.cluster(cluster_name)
+    return connect(spec, kubeconfig=kubeconfig)
 
 
 def target(revision: Revision) -> Target:
@@ -31,6 +32,8 @@ def target(revision: Revision) -> Target:
 
 def secrets_for(revision: Revision) -> dict[str, str]:
     """secret_env variable -> value, read from the Secret blocks at apply time, never stored."""
+    from cairn.blocks import store
+
     return {var: store.get_secret(name) for var, name in revision.spec.secret_env.items()}
 
 
@@ -47,5 +50,5 @@ def retry_temporary(task: object, task_run: object, state: object) -> bool:
 
 def env_target(app: str, environment: str) -> Target:
     """The runtime and EnvRef of a stored environment (what runs now, whatever its revision)."""
-    block = store.load_environment(app, environment)
-    return Target(_runtime(block.spec.cluster), EnvRef(block.spec.cluster, app, environment))
+    spec = documents.environment_spec(app, environment)
+    return Target(_runtime(spec.cluster), EnvRef(spec.cluster, app, environment))

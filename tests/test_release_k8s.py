@@ -49,8 +49,10 @@ def register(k8s: Any, health: Path) -> str:
 
 
 def pods(k8s: Any, cluster: str, app: str, env: str = "production") -> dict[int, dict[str, Any]]:
+    """Each slot's pod. A replaced pod may still be stopping beside its replacement (cairn does
+    not wait for it): the slot's pod is the one not being deleted."""
     items = k8s.kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", f"cairn.dev/app={app},cairn.dev/environment={env}")["items"]
-    return {int(p["metadata"]["labels"]["cairn.dev/slot"]): p for p in items}
+    return {int(p["metadata"]["labels"]["cairn.dev/slot"]): p for p in items if not p["metadata"].get("deletionTimestamp")}
 
 
 def versions(k8s: Any, app: str, cluster: str = "a", env: str = "production") -> list[str]:

@@ -23,7 +23,8 @@ import pytest
 
 from cairn.plan import PauseMode
 from cairn.status import Status
-from tests.test_webhook import register_app, wait_until
+from tests.test_webhook import read, register_app, runs_of, wait_status, wait_until
+from tests.ui_requests import load, served, submit_run_form
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.ui]
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,9 @@ class Browser:
     def new_page(self) -> None:
         self.context = self.chromium.new_context(viewport={"width": 1400, "height": 1000})
         self.page = self.context.new_page()
-        self.page.set_default_timeout(60_000)  # two shared cores: the UI's first render can be slow
+        self.page.set_default_timeout(90_000)  # two cores shared with other test runs: the UI can be slow
+        self.console: list[str] = []  # the UI's own errors, printed with a failed test's screenshot
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
 
     def stop(self) -> None:
         self.chromium.close()
@@ -113,49 +116,36 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Browser]:
         shot = OUTPUT / f"{request.node.name}-{time.strftime('%H%M%S')}.png"
         url = browser.do(lambda p: (p.screenshot(path=str(shot), full_page=True), p.url)[1])
         print(f"screenshot of the failed test: {shot} ({url})")
+        print("browser console:", *browser.console[-30:], sep="\n  ")
     browser.call(browser.context.close)
 
 
-def ui_runs(app: str) -> list[Any]:
-    """Runs of the release deployment for ``app`` (a run from the form has no tags until it starts)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["release"])),
-                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
-    return [r for r in runs if (r.parameters or {}).get("app") == app]
-
-
-def read(run_id: Any) -> Any:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def wait_status(order: str, *statuses: Status, timeout_s: float = 240) -> dict[str, Any]:
-    from cairn.deployments import actions
-
-    wait_until(f"order {order} to start", lambda: "kind:release" in read(order).tags, timeout_s=120)
-    return actions.wait_for(order, set(statuses), timeout_s=timeout_s)
-
-
 def fill_run_form(page: Any, base: str, deployment: str, app: str, version: str, batches: int) -> None:
-    page.goto(f"{base}/v2/deployments/deployment/{deployment}/run")
+    load(page, f"{base}/v2/deployments/deployment/{deployment}/run", page.get_by_label("App"))
     page.get_by_label("App").fill(app)
     page.get_by_role("button", name="Select Environment").click()
     page.get_by_role("option", name="production").click()
     page.get_by_label("Version").fill(version)
     page.get_by_label("Batches (Optional)").fill(str(batches))
-    page.get_by_role("button", name="Submit").click()
+
+
+def refused_run_form(page: Any, reason: str) -> None:
+    """Submit a form the server's parameter schema refuses: no run, and the UI shows the reason."""
+    answer = submit_run_form(page)
+    assert not answer.ok and reason in answer.text(), f"expected a refusal: {answer.status} {answer.text()}"
+    see(page, reason)
+
+
+def started_from_form(page: Any) -> str:
+    """Submit the filled form; the id of the run it created."""
+    answer = submit_run_form(page)
+    assert answer.ok, f"the server refused the form: {answer.status} {answer.text()}"
+    return str(answer.json()["id"])
 
 
 def run_menu(page: Any, base: str, run_id: Any, state: str, item: str) -> None:
     """Open a flow run's page once it shows ``state`` and pick ``item`` from its menu."""
-    page.goto(f"{base}/v2/runs/flow-run/{run_id}")
-    page.get_by_text(state, exact=True).first.wait_for()
+    load(page, f"{base}/v2/runs/flow-run/{run_id}", page.get_by_text(state, exact=True).first)
     page.get_by_role("button", name="Open menu").first.click()
     page.get_by_role("menuitem", name=item).click()
 
@@ -167,18 +157,22 @@ def approve(page: Any, comment: str) -> None:
     page.get_by_role("option", name="none").click()
     page.get_by_role("listbox").wait_for(state="hidden")  # a click while it closes goes nowhere
     dialog.get_by_label("Comment (Optional)").fill(comment)
-    dialog.get_by_role("button", name="Resume").click()
+    served(page, "/resume", dialog.get_by_role("button", name="Resume").click)
     dialog.wait_for(state="hidden")  # the dialog closes once the server accepted the input
 
 
 def see(page: Any, text: str, reload: bool = False) -> None:
     if reload:
-        page.reload()
+        load(page, page.url, page.get_by_text(text).first)
     page.get_by_text(text).first.wait_for()
 
 
-def confirm_retry(page: Any) -> None:
-    page.get_by_role("alertdialog").get_by_role("button", name="Retry").click()
+def retry_from_dashboard(page: Any, base: str, run_id: Any) -> None:
+    def retry() -> None:
+        run_menu(page, base, run_id, "Failed", "Retry")
+        page.get_by_role("alertdialog").get_by_role("button", name="Retry").click()
+
+    served(page, "/set_state", retry)
 
 
 def test_release_from_the_run_form_approved_from_the_pause_form(ui: str, page: Browser) -> None:
@@ -190,17 +184,17 @@ def test_release_from_the_run_form_approved_from_the_pause_form(ui: str, page: B
 
     # The form refuses what its schema can tell (the server enforces the parameter schema) ...
     page.do(fill_run_form, ui, deployment, app, "bad version!", 2)
-    page.do(see, "does not match")
-    time.sleep(1)
-    assert ui_runs(app) == [], "a refused form starts nothing"
+    page.do(refused_run_form, "does not match")
+    assert runs_of(app) == [], "a refused form starts nothing"
     # ... and the flow refuses what only it can tell: more batches than the environment's 2 instances.
     page.do(fill_run_form, ui, deployment, app, "v1", 5)
-    bad = wait_until("the run from the form", lambda: ui_runs(app), timeout_s=30)[0]
-    wait_until("the run to fail", lambda: read(bad.id).state.is_failed(), timeout_s=120)
-    assert "at most the instance count (2)" in read(bad.id).state.message
+    bad = page.do(started_from_form)
+    wait_until("the run to fail", lambda: read(bad).state.is_failed(), timeout_s=180)
+    assert "at most the instance count (2)" in read(bad).state.message
 
     page.do(fill_run_form, ui, deployment, app, "v1", 2)
-    order = str(wait_until("the second run", lambda: [r for r in ui_runs(app) if r.id != bad.id], timeout_s=30)[0].id)
+    order = page.do(started_from_form)
+    assert sorted(str(r.id) for r in runs_of(app)) == sorted([order, bad]), "one run per submitted form"
     paused = wait_status(order, Status.PAUSED, Status.FAILED, Status.COMPLETED)
     assert paused["status"] == "paused", paused["message"]
 
@@ -253,8 +247,7 @@ def test_dashboard_retry_reruns_only_what_is_not_done(ui: str, page: Browser, tm
     assert failed["status"] == "failed" and "batch 2 failed" in failed["message"], failed["message"]
 
     (deps / f"ok-{app}-production-1").touch()  # the cause is fixed; retry from the dashboard
-    page.do(run_menu, ui, order, "Failed", "Retry")
-    page.do(confirm_retry)
+    page.do(retry_from_dashboard, ui, order)
 
     wait_until("the retry to start", lambda: read(order).run_count >= 2, timeout_s=120)
     again = wait_status(order, Status.PAUSED, Status.FAILED, Status.COMPLETED)

@@ -30,7 +30,7 @@ def register_app(prefix: str, instances: int = 2) -> str:
     env: dict[str, Any] = {"image": "cairn/demo-app:latest", "instances": instances, "cpu": 0.2, "memory_mb": 96,
                            "ports": [{"container_port": 8080}],
                            "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.5, "timeout_s": 2,
-                                            "failure_threshold": 12}}
+                                            "failure_threshold": 40}}  # 20 s: an instance starts slowly on a loaded machine
     data = {"clusters": [{"name": "hook-a"}, {"name": "hook-b"}],
             "apps": [{"name": app, "deploy_type": "image",
                       "environments": {"production": {**env, "cluster": "hook-a"}, "test": {**env, "cluster": "hook-b"}}}]}
@@ -93,43 +93,76 @@ def post(url: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
 
 
 def runs_of(app: str) -> list[Any]:
-    from cairn.flows import orders
+    """Every run of the release deployment for ``app``, started or not (an automation's run has
+    no tags until it starts)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
 
-    return orders.find_runs("cairn", f"app:{app}", limit=50)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["release"])),
+                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+    return [r for r in runs if (r.parameters or {}).get("app") == app]
 
 
-def delivered(delivery: str) -> list[Any]:
-    from cairn.flows import orders
+def delivered(app: str, delivery: str) -> list[Any]:
+    return [r for r in runs_of(app) if (r.parameters or {}).get("requested_by") == f"webhook:{delivery}"]
 
-    return orders.find_runs("cairn", f"delivery:{delivery}", limit=50)
+
+def wait_status(order: str, *statuses: Status, timeout_s: float = 240) -> dict[str, Any]:
+    from cairn.deployments import actions
+
+    # A run from the UI's form or the webhook's automation is an order once it runs and tags
+    # itself (kind, app, env, revision).
+    wait_until(f"order {order} to start", lambda: "kind:release" in read(order).tags, timeout_s=120)
+    return actions.wait_for(order, set(statuses), timeout_s=timeout_s)
 
 
 def finish(order: str) -> dict[str, Any]:
-    from cairn.deployments import actions
-
-    return actions.wait_for(order, {Status.COMPLETED, Status.FAILED}, timeout_s=240)
+    return wait_status(order, Status.COMPLETED, Status.FAILED)
 
 
-def test_signed_request_starts_one_release_and_a_replay_is_refused(hook: str) -> None:
+def read(run_id: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def test_signed_request_starts_one_release_through_the_automation_and_a_replay_is_refused(hook: str) -> None:
+    from cairn.deployments import automations
+
     app = register_app("hook")
     raw, headers = signed({"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"})
+    delivery = headers["X-Cairn-Delivery"]
     answer = post(hook, raw, headers)
     assert answer.status_code == 202, answer.text
-    order = answer.json()["order"]
+    assert answer.json()["event"] == str(automations.event_id(delivery))
+    order = answer.json()["order"] or str(wait_until("the automation's run", lambda: delivered(app, delivery))[0].id)
+
+    # The order is the automation's run of the release deployment, its parameters from the event.
+    run = read(order)
+    automation = automations.automation_id()
+    assert run.created_by is not None and (run.created_by.type, run.created_by.id) == ("AUTOMATION", automation), run.created_by
+    assert run.parameters == {"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none",
+                              "requested_by": f"webhook:{delivery}"}, run.parameters
     done = finish(order)
     assert done["status"] == "completed", done["message"]
     assert (done["app"], done["environment"], done["version"]) == (app, "test", "v1")
-    run = delivered(headers["X-Cairn-Delivery"])
-    assert [str(r.id) for r in run] == [order] and "by:webhook" in run[0].tags
+    tags = set(read(order).tags)  # the flow tags itself as any order: kind, app, env, revision, who
+    assert {"cairn", "kind:release", f"app:{app}", "env:test", f"by:webhook:{delivery}"} <= tags, tags
+    assert any(t.startswith("rev:") for t in tags), tags
 
     again = post(hook, raw, headers)  # the same delivery, still fresh and well signed
     assert again.status_code == 409 and again.json()["order"] == order, again.text
-    assert len(runs_of(app)) == 1
+    assert [str(r.id) for r in runs_of(app)] == [order]
+    # `cairn up` again keeps the one automation.
+    assert automations.ensure_release_automation(run.deployment_id) == automation
 
 
 def test_unsigned_tampered_stale_and_invalid_requests_start_nothing(hook: str) -> None:
     app = register_app("hook")
-    body = {"app": app, "environment": "test", "version": "v1", "pause_mode": "none"}
+    body = {"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"}
     cases: dict[str, tuple[bytes, dict[str, str], int]] = {}
 
     raw, h = signed(body)
@@ -150,13 +183,23 @@ def test_unsigned_tampered_stale_and_invalid_requests_start_nothing(hook: str) -
         answer = post(hook, raw, headers)
         assert answer.status_code == code, (name, answer.status_code, answer.text)
         assert answer.json()["error"], name
-        assert not delivered(headers["X-Cairn-Delivery"]), f"{name}: a run was started"
-    assert runs_of(app) == []
+
+    # A good request afterwards: its run shows the automation is live, and none of the refused
+    # ones started a run (they posted no event at all).
+    raw, headers = signed(body)
+    assert post(hook, raw, headers).status_code == 202
+    control = wait_until("the good request's run", lambda: delivered(app, headers["X-Cairn-Delivery"]))
+    assert [r.id for r in runs_of(app)] == [control[0].id]
+    done = finish(str(control[0].id))
+    assert done["status"] == "completed", done["message"]
 
 
 def test_twenty_concurrent_duplicates_of_one_delivery_start_exactly_one_release(hook: str) -> None:
+    from cairn.deployments import automations
+
     app = register_app("hook")
     raw, headers = signed({"app": app, "environment": "production", "version": "v1", "batches": 1, "pause_mode": "none"})
+    delivery = headers["X-Cairn-Delivery"]
     answers: list[httpx.Response | BaseException] = []
     gate = threading.Barrier(20)
 
@@ -174,8 +217,46 @@ def test_twenty_concurrent_duplicates_of_one_delivery_start_exactly_one_release(
         t.join(180)
     codes = sorted(a.status_code if isinstance(a, httpx.Response) else repr(a) for a in answers)  # type: ignore[misc]
     assert codes == [202] + [409] * 19, codes
-    runs = delivered(headers["X-Cairn-Delivery"])
-    assert len(runs) == 1 and len(runs_of(app)) == 1
-    order = next(a.json()["order"] for a in answers if isinstance(a, httpx.Response) and a.status_code == 202)
-    assert str(runs[0].id) == order
-    assert finish(order)["status"] == "completed"
+    accepted = next(a.json() for a in answers if isinstance(a, httpx.Response) and a.status_code == 202)
+    order = accepted["order"] or str(wait_until("the automation's run", lambda: delivered(app, delivery))[0].id)
+
+    # The same event again, straight to Prefect (as a second webhook process would post it):
+    # Prefect fires once per event id. A later delivery's run proves the duplicate was taken
+    # from the queue before it, and the duplicate is dropped on its first look (a seen id).
+    automations.post_event(automations.release_event(delivery, app, "production", {
+        "version": "v1", "batches": 1, "pause_mode": "none"}))
+    raw2, headers2 = signed({"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"})
+    assert post(hook, raw2, headers2).status_code == 202
+    control = wait_until("the later delivery's run", lambda: delivered(app, headers2["X-Cairn-Delivery"]))[0]
+
+    assert [str(r.id) for r in delivered(app, delivery)] == [order]
+    assert sorted(str(r.id) for r in runs_of(app)) == sorted([order, str(control.id)])
+    assert automations.event_id(delivery) == uuid.UUID(accepted["event"])
+    for run in (order, str(control.id)):
+        done = finish(run)
+        assert done["status"] == "completed", done["message"]
+
+
+
+def test_a_delivery_prefect_could_not_start_can_be_sent_again(hook: str) -> None:
+    """Prefect never retries an automation's failed action (a busy SQLite answers its create with a
+    503): once Prefect reports the failure, a resend of the delivery posts its next attempt."""
+    from cairn.deployments import automations
+
+    app = register_app("hook")
+    body = {"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"}
+    raw, headers = signed(body)
+    delivery = headers["X-Cairn-Delivery"]
+    # The delivery's first event, as the deployment refuses it: a version its schema does not allow.
+    automations.post_event(automations.release_event(delivery, app, "test", {**body, "version": "bad version!"}))
+    reason = wait_until("the automation's action to fail", lambda: automations.action_failure(automations.event_id(delivery)))
+    assert "version" in reason, reason
+
+    answer = post(hook, raw, headers)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["event"] == str(automations.event_id(delivery, 2))
+    order = answer.json()["order"] or str(wait_until("the automation's run", lambda: delivered(app, delivery))[0].id)
+    assert [str(r.id) for r in runs_of(app)] == [order]
+    done = finish(order)
+    assert done["status"] == "completed", done["message"]
+    assert post(hook, raw, headers).status_code == 409

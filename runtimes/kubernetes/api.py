@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,11 @@ FIELD_MANAGER = "cairn"
 APPLY = "application/apply-patch+yaml"
 TIMEOUT_S = 30
 POD_DEFAULTS = "cairn-pod-defaults"
+WORKERS = 16  # parallel API calls for one batch's pods
+
+
+def pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(WORKERS, n)))
 
 
 def _now() -> str:
@@ -82,6 +88,12 @@ class Api:
         response = call(*args, _preload_content=False, _request_timeout=TIMEOUT_S, **kwargs)
         return json.loads(response.data)
 
+    def _send(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        """A write whose answer cairn does not read: the body is drained (the connection goes back
+        to the pool) but not turned into the client's model objects, which costs more CPU than
+        the request itself when a batch writes 30 pods at once."""
+        call(*args, _preload_content=False, _request_timeout=TIMEOUT_S, **kwargs).data  # noqa: B018
+
     def pods(self, app: str, environment: str, *, slots: list[int] | None = None) -> list[dict[str, Any]]:
         selector = m.env_selector(app, environment)
         if slots is not None:
@@ -90,18 +102,30 @@ class Api:
             items = self._json(self.core.list_namespaced_pod, self.namespace, label_selector=selector)["items"]
         return sorted(items, key=lambda p: int(p["metadata"]["labels"].get(m.SLOT, "0")))
 
-    def pod(self, name: str) -> dict[str, Any]:
-        try:
-            with edge(f"reading pod {name}"):
-                return dict(self._json(self.core.read_namespaced_pod, name, self.namespace))
-        except NotFound:
-            raise NotFound(f"no instance {name}", hint="list instances with `cairn instances APP ENV`") from None
-
     def events(self, *, name: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
         selector = ["involvedObject.kind=Pod"] + ([f"involvedObject.name={name}"] if name else [])
         selector += [f"reason={reason}"] if reason else []
         with edge("listing events"):
             return list(self._json(self.core.list_namespaced_event, self.namespace, field_selector=",".join(selector))["items"])
+
+    def service(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        with edge(f"reading service {name}"):
+            try:
+                return dict(self._json(self.core.read_namespaced_service, name, self.namespace))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+    def endpoint_slices(self, service: str) -> list[dict[str, Any]]:
+        """The EndpointSlices the cluster keeps for ``service`` (discovery.k8s.io/v1)."""
+        from kubernetes import client
+
+        with edge(f"listing the endpoints of service {service}"):
+            return list(self._json(client.DiscoveryV1Api(self.client).list_namespaced_endpoint_slice, self.namespace,
+                                   label_selector=f"kubernetes.io/service-name={service}")["items"])
 
     def secret_values(self, name: str) -> list[str]:
         """The values of one of cairn's Secrets, to redact them from text cairn shows."""
@@ -156,21 +180,30 @@ class Api:
         """Server-side apply (field manager ``cairn``): creates or converges, idempotently."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         call = {"Pod": self.core.patch_namespaced_pod, "Secret": self.core.patch_namespaced_secret,
-                "ConfigMap": self.core.patch_namespaced_config_map}[kind]
+                "ConfigMap": self.core.patch_namespaced_config_map, "Service": self.core.patch_namespaced_service}[kind]
         with edge(f"applying {kind} {name}"):
-            call(name, self.namespace, dict(obj), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
-                 _request_timeout=TIMEOUT_S)
+            self._send(call, name, self.namespace, dict(obj), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
 
     def annotate(self, name: str, annotations: Mapping[str, str]) -> None:
         with edge(f"annotating pod {name}"):
-            self.core.patch_namespaced_pod(name, self.namespace, {"metadata": {"annotations": dict(annotations)}},
-                                           _request_timeout=TIMEOUT_S)
+            self._send(self.core.patch_namespaced_pod, name, self.namespace, {"metadata": {"annotations": dict(annotations)}})
+
+    def label(self, name: str, labels: Mapping[str, str]) -> None:
+        """Set labels on a pod; a pod already gone is fine (nothing selects it any more)."""
+        from kubernetes.client.exceptions import ApiException
+
+        with edge(f"labelling pod {name}"):
+            try:
+                self._send(self.core.patch_namespaced_pod, name, self.namespace, {"metadata": {"labels": dict(labels)}})
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     def delete(self, kind: str, name: str, *, uid: str | None = None, grace_s: int | None = None) -> None:
         from kubernetes.client.exceptions import ApiException
 
         call = {"Pod": self.core.delete_namespaced_pod, "Secret": self.core.delete_namespaced_secret,
-                "ConfigMap": self.core.delete_namespaced_config_map}[kind]
+                "ConfigMap": self.core.delete_namespaced_config_map, "Service": self.core.delete_namespaced_service}[kind]
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}  # never the pod that replaced the one we meant
@@ -178,7 +211,7 @@ class Api:
             body["gracePeriodSeconds"] = grace_s
         with edge(f"deleting {kind} {name}"):
             try:
-                call(name, self.namespace, body=body, _request_timeout=TIMEOUT_S)
+                self._send(call, name, self.namespace, body=body)
             except ApiException as exc:
                 if exc.status not in (404, 409):
                     raise
@@ -203,7 +236,7 @@ class Api:
             "source": {"component": "cairn", "host": self._reporter},
         }
         with edge(f"recording event {reason} on {meta['name']}"):
-            self.core.create_namespaced_event(self.namespace, body, _request_timeout=TIMEOUT_S)
+            self._send(self.core.create_namespaced_event, self.namespace, body)
 
     def wait(self, what: str, done: Any, timeout_s: float, poll_s: float = 0.25) -> Any:
         deadline = time.monotonic() + timeout_s

@@ -23,6 +23,7 @@ MANAGED = {"app.kubernetes.io/managed-by": "cairn"}
 APP, ENV, SLOT, REVISION, VERSION, ORDER = (PREFIX + k for k in ("app", "environment", "slot", "revision", "version", "order"))
 DIGEST, FAILED, IMAGE = PREFIX + "revision-digest", PREFIX + "failed", PREFIX + "image"
 HEALTH_BUDGET = PREFIX + "health-budget-s"
+SERVING = PREFIX + "serving"  # what the environment's Service selects on; "false" while cairn drains the pod
 CONTAINER, UNPACK, LOGS = "app", "unpack", "logs"
 PACKAGE_KEY = "package.tar.gz"
 # An object is at most ~1.5 MiB in etcd; base64 grows the package by a third.
@@ -43,6 +44,16 @@ def env_selector(app: str, environment: str) -> str:
 
 def env_labels(app: str, environment: str) -> dict[str, str]:
     return {**MANAGED, APP: app, ENV: environment}
+
+
+def pod_name(revision: Revision, slot: int) -> str:
+    """The pod of ``slot`` on ``revision``: the instance name plus the revision, so a replacement
+    is created as soon as its predecessor is deleted, without waiting for the name to be free.
+
+    The instance (``{app}-{env}-{slot}``, the slot's identity) is what cairn shows and accepts;
+    the pod name is where it runs now.
+    """
+    return f"{instance_name(revision.app, revision.environment, slot)}-{revision.short}"
 
 
 def secret_name(revision: Revision) -> str:
@@ -183,8 +194,8 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
     """The pod of ``slot`` running ``revision``. ``defaults`` (nodeSelector, tolerations) come from
     the cluster's ``cairn-pod-defaults`` ConfigMap: where pods may run is the cluster's business."""
     spec = revision.spec
-    name = instance_name(revision.app, revision.environment, slot)
-    labels = {**_revision_labels(revision), SLOT: str(slot), VERSION: label_value(revision.version)}
+    name = pod_name(revision, slot)
+    labels = {**_revision_labels(revision), SLOT: str(slot), VERSION: label_value(revision.version), SERVING: "true"}
     annotations = {DIGEST: revision.digest, VERSION: revision.version, IMAGE: revision.image}
     if spec.health_check is not None:
         annotations[HEALTH_BUDGET] = f"{spec.health_check.budget_s:g}"

@@ -17,7 +17,8 @@ from cairn.runtimes.kubernetes import manifests as m
 IMAGE_ERRORS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ImageInspectError"}
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 REASONS = {"FailedPostStartHook": "PostStartFailed", "FailedPreStopHook": "FailedPreStop"}
-_SLOT = re.compile(r"-(\d+)$")
+# Lazy: a revision of 12 decimal digits must still read as the revision, not as the slot.
+_INSTANCE = re.compile(r"^(?P<instance>.+?-(?P<slot>\d+))(?:-[0-9a-f]{12})?$")
 
 
 def parse_time(text: str | None) -> float | None:
@@ -140,8 +141,9 @@ def instance(pod: dict[str, Any], verdict: Verdict) -> Instance:
     terminated = state.get("terminated") or (app.get("lastState") or {}).get("terminated") or {}
     ports = {p["containerPort"]: p["containerPort"]
              for c in pod["spec"]["containers"] if c["name"] == m.CONTAINER for p in c.get("ports") or []}
+    slot = int(labels.get(m.SLOT, _slot(meta["name"])))
     return Instance(
-        name=meta["name"], slot=int(labels.get(m.SLOT, _slot(meta["name"]))),
+        name=instance_of(meta["name"]), slot=slot,
         revision=annotations.get(m.DIGEST, ""), phase=verdict.phase,
         ready=verdict.phase is Phase.RUNNING, address=status.get("podIP") or None, ports=ports,
         restarts=int(app.get("restartCount") or 0), started_at=parse_time((state.get("running") or {}).get("startedAt")),
@@ -150,8 +152,38 @@ def instance(pod: dict[str, Any], verdict: Verdict) -> Instance:
 
 
 def _slot(name: str) -> int:
-    match = _SLOT.search(name)
-    return int(match.group(1)) if match else -1
+    match = _INSTANCE.match(name)
+    return int(match.group("slot")) if match else -1
+
+
+def instance_of(pod_name: str) -> str:
+    """The instance a pod (``{app}-{env}-{slot}-{revision}``) serves: ``{app}-{env}-{slot}``.
+
+    >>> instance_of("shop-api-production-3-0123456789ab")
+    'shop-api-production-3'
+    >>> instance_of("shop-api-production-3")
+    'shop-api-production-3'
+    >>> instance_of("web-2-test-3-012345678901")
+    'web-2-test-3'
+    """
+    match = _INSTANCE.match(pod_name)
+    return match.group("instance") if match else pod_name
+
+
+def current(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pod per slot: the one not being deleted (a replacement starts while its predecessor
+    still stops, and the slot is the replacement's), else the newest of those being deleted."""
+
+    def rank(pod: dict[str, Any]) -> tuple[bool, str]:
+        meta = pod["metadata"]
+        return not meta.get("deletionTimestamp"), meta.get("creationTimestamp") or ""
+
+    best: dict[str, dict[str, Any]] = {}
+    for pod in pods:
+        slot = (pod["metadata"].get("labels") or {}).get(m.SLOT, pod["metadata"]["name"])
+        if slot not in best or rank(pod) > rank(best[slot]):
+            best[slot] = pod
+    return list(best.values())
 
 
 # --- events -------------------------------------------------------------------------------------

@@ -7,35 +7,38 @@ import re
 import shlex
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from cairn import packages
-from cairn.errors import PermanentError, TemporaryError
+from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase
+from cairn.config import ServiceType
 from cairn.runtimes.kubernetes import health, manifests as m, stream
-from cairn.runtimes.kubernetes.api import Api
+from cairn.runtimes.kubernetes.api import Api, pool as _pool
+from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
-from cairn.runtimes.kubernetes.observe import Verdict, classify, instance, sort_key, status_events, to_event
+from cairn.runtimes.kubernetes.stops import Stops
+from cairn.runtimes.kubernetes.observe import (Verdict, classify, current, instance, instance_of, parse_time, sort_key,
+                                               status_events, to_event)
 
 DEFAULT_NAMESPACE = "cairn"
 ADMIT_TIMEOUT_S = 60.0
-STOP_MARGIN_S = 30.0
-WORKERS = 16
 POLL_S = 0.05
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, min(WORKERS, n)))
+RECENT_S = 120.0  # a background clean-up spares Secrets and ConfigMaps younger than this
 
 
 class KubernetesRuntime:
-    """Instances as Pods named ``{app}-{env}-{slot}`` in one namespace (default ``cairn``)."""
+    """Instances as Pods named ``{app}-{env}-{slot}-{revision}`` in one namespace (default ``cairn``),
+    behind one Service per environment."""
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None) -> None:
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None,
+                 service_type: ServiceType = "ClusterIP", drain_s: float | None = None) -> None:
         self.namespace = namespace or os.environ.get("CAIRN_K8S_NAMESPACE") or DEFAULT_NAMESPACE
         self.api = Api(kubeconfig, context, self.namespace)
+        self.traffic_ = Traffic(self.api, service_type, drain_s)
+        self.stops = Stops(self.api)
 
     # --- ensure -----------------------------------------------------------------------------
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, *, secrets: Mapping[str, str] | None = None,
@@ -46,18 +49,17 @@ class KubernetesRuntime:
             raise PermanentError(f"no value for secret variables {', '.join(missing)}", hint="pass every secret_env value to ensure")
         package = self._package(revision)
         self.api.ensure_namespace()
-        pods = {int(p["metadata"]["labels"][m.SLOT]): p for p in self.api.pods(env.app, env.environment)}
-        current = {i.slot: i for i in self._instances(list(pods.values()))}
-        create: list[int] = []
-        replace: list[int] = []
+        # Only the batch's slots: a batch of 30 must not read all 300 pods.
+        listed = self.api.pods(env.app, env.environment, slots=sorted(set(slots)))
+        chosen = {int(p["metadata"]["labels"][m.SLOT]): p for p in current(listed)}
+        have = {i.slot: i for i in self._instances(list(chosen.values()))}
+        start: list[int] = []
         for slot in slots:
-            have = current.get(slot)
-            if have is None:
-                create.append(slot)
-            elif (have.revision != revision.digest or have.phase is Phase.TERMINATING
-                  or (replace_failed and have.phase is Phase.FAILED)):
-                replace.append(slot)
-        if not create and not replace:
+            now = have.get(slot)
+            if (now is None or now.revision != revision.digest or now.phase is Phase.TERMINATING
+                    or (replace_failed and now.phase is Phase.FAILED)):
+                start.append(slot)
+        if not start:
             return
         defaults = self.api.pod_defaults()
         if revision.spec.secret_env:
@@ -66,18 +68,39 @@ class KubernetesRuntime:
             self.api.apply(m.files_configmap(revision, self.namespace))
         if package is not None:
             self.api.apply(m.package_configmap(revision, self.namespace, package))
-        if replace:
-            self._stop([pods[s] for s in replace], why=f"replaced by revision {revision.short}")
-        new = {slot: m.pod(revision, slot, self.namespace, order=order, defaults=defaults) for slot in sorted(create + replace)}
-        with _pool(len(new)) as pool:
-            list(pool.map(self.api.apply, new.values()))
+        self.traffic_.publish(revision)
+        # Every live pod of a slot being started goes (normally one; a terminating one is already going).
+        stopping = [p for p in listed if int(p["metadata"]["labels"][m.SLOT]) in start and not p["metadata"].get("deletionTimestamp")]
+        began = time.monotonic()
+        new = {slot: m.pod(revision, slot, self.namespace, order=order, defaults=defaults) for slot in sorted(start)}
+        # A name still held (a retry of the same revision, a quick return to one) is free only
+        # once its pod is gone; every other new pod is created right away, beside its stopping
+        # predecessor, as a Deployment's rolling update does: deletes and creates share one pool.
+        held = {p["metadata"]["name"]: p for p in listed if p["metadata"]["name"] in {n["metadata"]["name"] for n in new.values()}}
+        if stopping:
+            self._before_delete(stopping, why=f"replaced by revision {revision.short}")
+        with _pool(len(stopping) + len(new)) as workers:
+            list(workers.map(lambda call: call(), [*(partial(self._delete_one, p) for p in stopping),
+                                                   *(partial(self.api.apply, p) for p in new.values()
+                                                     if p["metadata"]["name"] not in held)]))
+        why = f"replaced by revision {revision.short}"
+        if held:
+            self.stops.wait_gone(list(held.values()), why=why, began=began)
+            with _pool(len(held)) as workers:
+                list(workers.map(self.api.apply, [p for p in new.values() if p["metadata"]["name"] in held]))
         problems = self._admit(env, new, revision)
+        rest = [p for p in stopping if p["metadata"]["name"] not in held]
+        if rest:  # ensure does not wait for them: the new pods start while they stop
+            unused = any(_references(p) for p in rest)  # only a replaced pod can leave objects unused
+            self.stops.follow(rest, why=why, began=began,
+                              then=lambda: self._collect_garbage(env, spare_s=RECENT_S) if unused else None)
         if problems:
-            self._stop([p for p in self.api.pods(env.app, env.environment) if p["metadata"]["name"] in problems], grace_s=0)
+            self._stop([p for p in self.api.pods(env.app, env.environment, slots=sorted(new))
+                        if p["metadata"]["name"] in problems], grace_s=0)
             self._collect_garbage(env)
             first = next(iter(problems.values()))
             raise PermanentError(f"{len(problems)} instance(s) cannot start: {first}", hint=_hint(first))
-        if any(_references(pods[s]) for s in replace):  # only a replaced pod can leave objects unused
+        if any(_references(p) for p in held.values()):
             self._collect_garbage(env)
 
     def _package(self, revision: Revision) -> bytes | None:
@@ -98,8 +121,13 @@ class KubernetesRuntime:
         pending = {p["metadata"]["name"]: p for p in new.values()}
         problems: dict[str, str] = {}
         deadline = time.monotonic() + ADMIT_TIMEOUT_S
+        polls = 0
         while pending and time.monotonic() < deadline:
+            polls += 1
             listed = self.api.pods(env.app, env.environment, slots=sorted(new))
+            # Predecessors still stopping hold their node's resources: a replacement that does not
+            # fit yet is scheduled once they are gone, so only then is Unschedulable a verdict.
+            freeing = any(p["metadata"].get("deletionTimestamp") for p in listed)
             for name in set(pending) - {p["metadata"]["name"] for p in listed}:
                 # Deleted by someone else before it started (a stale delete of its predecessor's
                 # name, as kwok sends): the slot is still ours to fill.
@@ -109,12 +137,12 @@ class KubernetesRuntime:
                 if name not in pending:
                     continue
                 verdict = classify(pod, time.time())
-                if verdict.phase is Phase.FAILED or (verdict.reason or "").startswith("Unschedulable"):
+                if verdict.phase is Phase.FAILED or (verdict.reason or "").startswith("Unschedulable") and not freeing:
                     problems[name] = verdict.reason or "failed"
                     pending.pop(name)
                 elif verdict.phase is not Phase.PENDING or verdict.reason == "unpacking the code package" and _init_started(pod):
                     pending.pop(name)
-            if pending:
+            if pending and polls % 10 == 0:  # a host path fails to mount in seconds, not milliseconds
                 for event in self.api.events(reason="FailedMount"):
                     name = event["involvedObject"]["name"]
                     said = event.get("message", "")
@@ -123,12 +151,24 @@ class KubernetesRuntime:
                         d = revision.spec.dirs[int(found.group(1))]
                         problems[name] = f"dirs[{found.group(1)}]: host path {d.host_path} for {d.path} cannot be mounted: {said}"
                         pending.pop(name)
+            if pending:
                 time.sleep(POLL_S)
         return problems
 
     # --- observe ----------------------------------------------------------------------------
     def observe(self, env: EnvRef) -> list[Instance]:
-        return self._instances(self.api.pods(env.app, env.environment))
+        return self._instances(current(self.api.pods(env.app, env.environment)))
+
+    def observe_slots(self, env: EnvRef, slots: Sequence[int]) -> list[Instance]:
+        """``observe`` narrowed to ``slots`` by label selector: waiting on a batch of 30 reads 30 pods, not 300."""
+        return self._instances(current(self.api.pods(env.app, env.environment, slots=sorted(set(slots)))))
+
+    def traffic(self, env: EnvRef) -> dict[str, Any]:
+        """The environment's Service: its addresses and ports, and each pod's endpoint state
+        (ready, terminating, draining, out) from the EndpointSlices."""
+        view = self.traffic_.view(env, current(self.api.pods(env.app, env.environment)))
+        view.update({"app": env.app, "environment": env.environment, "cluster": env.cluster})
+        return view
 
     def _instances(self, pods: list[dict[str, Any]]) -> list[Instance]:
         now = time.time()
@@ -163,23 +203,33 @@ class KubernetesRuntime:
 
     def events(self, env: EnvRef, *, instance: str | None = None, since: float | None = None) -> list[Event]:
         pods = {p["metadata"]["name"]: p for p in self.api.pods(env.app, env.environment)}
-        mine = re.compile(rf"^{re.escape(env.app)}-{re.escape(env.environment)}-\d+$")
+        # Pod names carry the revision; events are told by instance (the slot), whatever pod they were about.
+        mine = re.compile(rf"^{re.escape(env.app)}-{re.escape(env.environment)}-\d+(-[0-9a-f]{{12}})?$")
         keyed: list[tuple[tuple[int, int], Event]] = []
-        for ev in self.api.events(name=instance):
-            if mine.match(ev["involvedObject"]["name"]):
+        for ev in self.api.events():
+            name = ev["involvedObject"]["name"]
+            if mine.match(name) and (instance is None or instance_of(name) == instance):
                 keyed.append((sort_key(ev), to_event(ev, pods)))
         for name, pod in pods.items():
-            if instance is None or name == instance:
+            if instance is None or instance_of(name) == instance:
                 keyed += [((int(e.time), 1 << 62), e) for e in status_events(pod)]
         secrets = [v for p in pods.values() for v in self._secrets(p)]
         out = [e for _, e in sorted(keyed, key=lambda pair: pair[0]) if since is None or e.time >= since]
-        if secrets:
-            out = [Event(e.time, e.instance, e.reason, health.redact(e.message, secrets), e.type) for e in out]
-        return out
+        return [Event(e.time, instance_of(e.instance), e.reason, health.redact(e.message, secrets) if secrets else e.message, e.type)
+                for e in out]
+
+    def _pod(self, env: EnvRef, name: str) -> dict[str, Any]:
+        """The pod an instance runs in now (``name`` is the instance, or a pod name)."""
+        slot = re.fullmatch(rf"{re.escape(env.app)}-{re.escape(env.environment)}-(\d+)", instance_of(name))
+        pods = current(self.api.pods(env.app, env.environment, slots=[int(slot.group(1))])) if slot else []
+        if not pods:
+            raise NotFound(f"no instance {name}", hint="list instances with `cairn instances APP ENV`")
+        return pods[0]
 
     # --- inside an instance -----------------------------------------------------------------
     def logs(self, env: EnvRef, instance: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        pod = self.api.pod(instance)
+        pod = self._pod(env, instance)
+        name = pod["metadata"]["name"]
         started = {c["name"] for c in pod.get("status", {}).get("containerStatuses") or []
                    if "running" in (c.get("state") or {}) or "terminated" in (c.get("state") or {})
                    or (c.get("lastState") or {}).get("terminated")}
@@ -187,88 +237,69 @@ class KubernetesRuntime:
         if not containers:
             return
         with edge(f"reading the logs of {instance}"):
-            yield from stream.logs(self.api.core, self.namespace, instance, containers, follow=follow, tail=tail)
+            yield from stream.logs(self.api.core, self.namespace, name, containers, follow=follow, tail=tail)
 
     def exec(self, env: EnvRef, instance: str, command: Sequence[str], *, user: str, timeout_s: float = 60) -> ExecResult:
-        pod = self.api.pod(instance)
+        pod = self._pod(env, instance)
         shown = health.redact(shlex.join(command), self._secrets(pod))
         self.api.record(pod, "Exec", f"{user} ran: {shown}")
         with edge(f"running a command in {instance}"):
-            return stream.run(self.api.core, self.namespace, instance, m.CONTAINER, command, timeout_s)
+            return stream.run(self.api.core, self.namespace, pod["metadata"]["name"], m.CONTAINER, command, timeout_s)
 
     def shell(self, env: EnvRef, instance: str, *, user: str, command: Sequence[str] = ("sh",)) -> int:
-        pod = self.api.pod(instance)
+        pod = self._pod(env, instance)
         shown = health.redact(shlex.join(command), self._secrets(pod))
         self.api.record(pod, "Shell", f"{user} opened an interactive session: {shown}")
         with edge(f"opening a shell in {instance}"):
-            return stream.shell(self.api.core, self.namespace, instance, m.CONTAINER, command)
+            return stream.shell(self.api.core, self.namespace, pod["metadata"]["name"], m.CONTAINER, command)
 
     # --- stopping ---------------------------------------------------------------------------
     def terminate(self, env: EnvRef, slots: Sequence[int]) -> None:
-        wanted = {str(s) for s in slots}
-        pods = [p for p in self.api.pods(env.app, env.environment) if p["metadata"]["labels"].get(m.SLOT) in wanted]
+        pods = self.api.pods(env.app, env.environment, slots=sorted(set(slots))) if slots else []
         if pods:
             self._stop(pods, why="terminated")
         self._collect_garbage(env)
 
     def _stop(self, pods: list[dict[str, Any]], *, why: str = "", grace_s: int | None = None) -> None:
-        """Delete ``pods`` (the kubelet runs PreStop, SIGTERM, SIGKILL at the grace period) and wait
-        until they are gone, recording what cairn saw as events."""
+        """Delete ``pods`` (out of the Service first, then PreStop, SIGTERM, SIGKILL at the grace
+        period) and wait until they are gone, recording what cairn saw as events."""
         began = time.monotonic()
+        self._delete(pods, why=why, grace_s=grace_s)
+        self.stops.wait_gone(pods, why=why, began=began)
+
+    def _delete(self, pods: list[dict[str, Any]], *, why: str, grace_s: int | None = None) -> None:
+        if grace_s != 0:  # a pod that never started (admission failed) takes no traffic and runs no PreStop
+            self._before_delete(pods, why=why)
+        with _pool(len(pods)) as workers:
+            list(workers.map(lambda p: self._delete_one(p, grace_s), pods))
+
+    def _before_delete(self, pods: list[dict[str, Any]], *, why: str) -> None:
+        """Out of the Service first (drain.py), then a record of each PreStop the kubelet will run."""
+        self.traffic_.drain(pods)
         for pod in pods:
             container = next(c for c in pod["spec"]["containers"] if c["name"] == m.CONTAINER)
             pre_stop = (container.get("lifecycle") or {}).get("preStop")
-            if pre_stop and grace_s != 0 and not pod["metadata"].get("deletionTimestamp"):
+            if pre_stop and not pod["metadata"].get("deletionTimestamp"):
                 self.api.record(pod, "PreStop", f"running PreStop hook: {pre_stop['exec']['command']}")
-        with _pool(len(pods)) as pool:
-            list(pool.map(lambda p: self.api.delete("Pod", p["metadata"]["name"], uid=p["metadata"]["uid"], grace_s=grace_s), pods))
-        grace = max(int(p["spec"].get("terminationGracePeriodSeconds", 30)) for p in pods)
-        uids = {p["metadata"]["uid"]: p for p in pods}
-        last: dict[str, dict[str, Any]] = {}
-        records = _pool(len(pods))
 
-        labels = pods[0]["metadata"]["labels"]
-        slots = sorted({int(p["metadata"]["labels"][m.SLOT]) for p in pods})
+    def _delete_one(self, pod: dict[str, Any], grace_s: int | None = None) -> None:
+        self.api.delete("Pod", pod["metadata"]["name"], uid=pod["metadata"]["uid"], grace_s=grace_s)
 
-        def gone() -> bool:
-            alive = {}
-            for p in self.api.pods(labels[m.APP], labels[m.ENV], slots=slots):
-                if p["metadata"]["uid"] in uids:
-                    alive[p["metadata"]["uid"]] = p
-            last.update(alive)
-            for uid in [u for u in uids if u not in alive]:
-                records.submit(self._stopped, uids.pop(uid), last.get(uid), time.monotonic() - began, why)
-            return not uids
-
-        # PreStop and SIGTERM share the grace period; the kubelet adds at most 2 s of SIGTERM.
-        with records:
-            stopped = self.api.wait("pods gone", gone, grace + STOP_MARGIN_S, poll_s=POLL_S)
-        if not stopped:
-            raise TemporaryError(f"{len(uids)} pod(s) still stopping after {grace + STOP_MARGIN_S:g}s",
-                                 hint="the node may be unreachable; check `kubectl get pods` and the kubelet")
-
-    def _stopped(self, pod: dict[str, Any], seen: dict[str, Any] | None, took: float, why: str) -> None:
-        app = next((c for c in ((seen or pod).get("status", {}).get("containerStatuses") or []) if c["name"] == m.CONTAINER), {})
-        ended = (app.get("state") or {}).get("terminated") or {}
-        code = ended.get("exitCode")
-        said = f"exit code {code}" if code is not None else "exit code not reported"
-        try:
-            if code == 137:
-                self.api.record(pod, "Killing", "grace period ran out: SIGKILL", warning=True)
-            self.api.record(pod, "Stopped", f"Stopped container ({said}) {took:.1f}s after the stop began ({why})")
-        except Exception:  # noqa: BLE001 - the stop happened; its record is best effort
-            pass
-
-    def _collect_garbage(self, env: EnvRef) -> None:
-        """Delete the Secrets and ConfigMaps no pod of the environment uses any more."""
+    def _collect_garbage(self, env: EnvRef, *, spare_s: float = 0.0) -> None:
+        """Delete the Secrets and ConfigMaps no pod of the environment uses any more, and the
+        Service once no pod is left."""
         pods = self.api.pods(env.app, env.environment)
+        if not pods:
+            self.traffic_.withdraw(env)
         used = {v.get("secret", {}).get("secretName") or (v.get("configMap") or {}).get("name")
                 for p in pods for v in p["spec"].get("volumes") or []}
         used |= {e["valueFrom"]["secretKeyRef"]["name"] for p in pods for c in p["spec"]["containers"]
                  for e in c.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})}
         for kind in ("Secret", "ConfigMap"):
             for obj in self.api.listed(kind, env.app, env.environment):
-                if obj["metadata"]["name"] not in used:
+                # In the background another ensure may have just applied one for pods it is creating.
+                young = time.time() - (parse_time(obj["metadata"].get("creationTimestamp")) or 0.0) < spare_s
+                if obj["metadata"]["name"] not in used and not young:
                     self.api.delete(kind, obj["metadata"]["name"])
 
 

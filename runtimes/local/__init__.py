@@ -5,7 +5,24 @@ socket; ``LocalRuntime`` is its client; one shim per instance (``shim``) supervi
 The CLI calls ``start_agent``, ``stop_agent`` and ``agent_status``.
 """
 
-from cairn.runtimes.local.client import LocalRuntime
-from cairn.runtimes.local.control import agent_status, start_agent, stop_agent
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cairn.runtimes.local.client import LocalRuntime
+    from cairn.runtimes.local.control import agent_status, start_agent, stop_agent
 
 __all__ = ["LocalRuntime", "agent_status", "start_agent", "stop_agent"]
+
+_HOME = {"LocalRuntime": "client", "agent_status": "control", "start_agent": "control", "stop_agent": "control"}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: a shim is started per instance and imports this package; it needs neither httpx
+    # nor the agent's code, and each import it skips shortens every instance's start.
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

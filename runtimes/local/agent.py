@@ -34,6 +34,9 @@ STATUS_CODES: dict[type[CairnError], int] = {NotFound: 404, PermanentError: 422,
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: with tens of releases polling at once, a unix socket
+    # refuses the surplus connects at once (EAGAIN), which clients report as "agent not reachable".
+    request_queue_size = 256
 
     def __init__(self, path: Path, node: Node) -> None:
         self.node = node
@@ -160,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"WARNING: {problem}", file=sys.stderr, flush=True)
     balancer = traffic.balancer(state)
     balancer.start()  # listeners of adopted instances come back with its first scan
-    server = Server(sock, Node(state, balancer))
+    node = Node(state, balancer)
+    node.finish_retiring()  # replaced instances an earlier agent had begun to stop
+    server = Server(sock, node)
     os.chmod(sock, 0o600)
     (state / "agent.pid").write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())

@@ -30,7 +30,7 @@ def _ask(state: Path, method: str, path: str, timeout: float | None = 5) -> dict
     if not sock.exists():
         return None
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://cairn-agent", timeout=timeout) as c:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock), verify=False), base_url="http://cairn-agent", timeout=timeout) as c:
             response = c.request(method, path)
             return response.json() if response.status_code == 200 else None
     except (httpx.TransportError, OSError):

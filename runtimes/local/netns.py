@@ -40,7 +40,8 @@ def ensure_bridge() -> None:
             _ip("link", "add", BRIDGE, "type", "bridge")  # raises with the reason
     if GATEWAY not in _ip("-4", "addr", "show", BRIDGE).stdout:
         added = _ip("addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE, check=False)
-        if added.returncode != 0 and "exists" not in added.stderr:
+        # Another agent may have added it meanwhile ("File exists", "Address already assigned").
+        if added.returncode != 0 and GATEWAY not in _ip("-4", "addr", "show", BRIDGE).stdout:
             _ip("addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE)
     _ip("link", "set", BRIDGE, "up")
 

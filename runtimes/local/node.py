@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from cairn.revision import Revision
 from cairn.runtime import EnvRef, ExecResult, Instance, Phase
 from cairn.runtimes.local import cgroups, enter, events, images, netns
 from cairn.runtimes.local.balancer import Balancer
-from cairn.runtimes.local.state import EnvDir, alive, all_instance_dirs, read_json, write_json
+from cairn.runtimes.local.state import RETIRING, EnvDir, alive, all_instance_dirs, read_json, retiring, write_json
 
 SHIM_START_TIMEOUT_S = 15.0
 STOP_MARGIN_S = 15.0
@@ -48,6 +48,10 @@ class Node:
         self.balancer = balancer  # None outside the agent (e.g. a purge without an agent)
         self._alloc = threading.Lock()
         self._env_locks: dict[EnvRef, threading.Lock] = {}
+        # Instances replaced by newer ones stop here, off the caller's path (drain, PreStop, the
+        # grace period): a batch waits for its new instances, not for the old ones to go.
+        self._retirer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="retire")
+        self._retiring: dict[Path, Future[None]] = {}
 
     def _env_lock(self, env: EnvRef) -> threading.Lock:
         with self._alloc:
@@ -73,12 +77,12 @@ class Node:
         )
 
     def observe(self, env: EnvRef) -> list[Instance]:
-        found = (self._instance(d) for d in EnvDir.of(self.state, env).instances())
+        found = (self._instance(d) for d in EnvDir.of(self.state, env).instances() if not retiring(d))
         return sorted((i for i in found if i is not None), key=lambda i: i.slot)
 
     def _dir(self, env: EnvRef, name: str) -> Path:
-        directory: Path = EnvDir.of(self.state, env).instance(name)
-        if not (directory / "config.json").exists():
+        directory = EnvDir.of(self.state, env).live(name)
+        if directory is None or not (directory / "config.json").exists():
             raise NotFound(f"no instance {name} in {env.app}/{env.environment}", hint="cairn status lists the instances")
         return directory
 
@@ -144,7 +148,7 @@ class Node:
     def _create(self, env: EnvRef, slot: int, revision: Revision, image: images.Image,
                 secrets: Mapping[str, str], order: str | None) -> None:
         name = env.instance(slot)
-        directory = EnvDir.of(self.state, env).instance(name)
+        directory = EnvDir.of(self.state, env).fresh(name)
         spec = revision.spec
         events_file = EnvDir.of(self.state, env).events
         with self._alloc:
@@ -163,7 +167,7 @@ class Node:
             for i, file in enumerate(spec.files):
                 (directory / "files").mkdir(exist_ok=True)
                 (directory / "files" / str(i)).write_text(file.content)
-            paths = cgroups.create(name, spec.memory_mb, spec.cpu)
+            paths = cgroups.create(directory.name, spec.memory_mb, spec.cpu)
             if not paths:
                 events.record(events_file, name, "LimitsNotEnforced", str(cgroups.problem()), warning=True)
             config["cgroups"] = config["run"]["cgroups"] = paths
@@ -225,7 +229,7 @@ class Node:
             elif have.revision != revision.digest or (replace_failed and have.phase is Phase.FAILED):
                 replace.append(slot)
         if replace:
-            self.terminate(env, replace)
+            self._retire(env, replace)
         todo = sorted([*create, *replace])
         # In parallel, as a kubelet starts a batch's pods: a batch takes as long as its slowest
         # instance, not the sum of them (address allocation is serialised by self._alloc).
@@ -271,13 +275,46 @@ class Node:
         if self.balancer is not None:
             self.balancer.forget(str(directory))
 
-    def terminate(self, env: EnvRef, slots: Sequence[int], *, now: bool = False) -> None:
+    def _retire(self, env: EnvRef, slots: Sequence[int]) -> None:
+        """Mark the slots' live instances retiring (reads skip them from now on) and stop them in
+        the background; the marker lets a restarted agent finish the job (:meth:`finish_retiring`)."""
         envdir = EnvDir.of(self.state, env)
-        targets = [envdir.instance(env.instance(s)) for s in slots]
-        targets = [d for d in targets if d.exists()]
+        for slot in slots:
+            directory = envdir.live(env.instance(slot))
+            if directory is not None:
+                (directory / RETIRING).touch()
+                self._retire_dir(directory)
+
+    def _retire_dir(self, directory: Path) -> None:
+        with self._alloc:
+            if directory not in self._retiring:
+                future = self._retirer.submit(self._stop, directory, now=False)
+                self._retiring[directory] = future
+                future.add_done_callback(lambda _f: self._forget_retired(directory))
+
+    def _forget_retired(self, directory: Path) -> None:
+        with self._alloc:
+            self._retiring.pop(directory, None)
+
+    def finish_retiring(self) -> int:
+        """After an agent restart: stop what an earlier agent began to retire."""
+        left = [d for d in all_instance_dirs(self.state) if retiring(d)]
+        for directory in left:
+            self._retire_dir(directory)
+        return len(left)
+
+    def terminate(self, env: EnvRef, slots: Sequence[int], *, now: bool = False) -> None:
+        """Stop every instance of the slots, retiring ones included, and return once they are gone."""
+        envdir = EnvDir.of(self.state, env)
+        targets = [d for s in slots for d in envdir.generations(env.instance(s))]
+        with self._alloc:
+            pending = [self._retiring[d] for d in targets if d in self._retiring]
+            targets = [d for d in targets if d not in self._retiring]
         if targets:
             with ThreadPoolExecutor(max_workers=len(targets)) as pool:
                 list(pool.map(lambda d: self._stop(d, now=now), targets))
+        for future in pending:
+            future.result()
 
     def purge(self) -> int:
         """Stop every instance at once (SIGKILL, no PreStop) and remove the bridge."""

@@ -6,10 +6,15 @@ re-adopts instances by reading the tree alone:
 
     <state>/agent.sock, agent.pid, agent.log
     <state>/envs/<cluster>/<app>/<environment>/events.jsonl
-    <state>/envs/<cluster>/<app>/<environment>/instances/<name>/
+    <state>/envs/<cluster>/<app>/<environment>/instances/<name>[~<k>]/
         config.json   what the shim runs (no secret values)
         status.json   what the shim reports (phase, pids, restarts, ...)
+        retiring      present once the agent began to stop it for a newer instance of its slot
         code/ files/ netns layer/ root/ logs/
+
+A slot's replacement starts while the instance it replaces is still stopping (as a Deployment
+creates a pod while the old one terminates), so for a while two directories hold one instance
+name: the live one and one marked ``retiring``, which reads skip.
 """
 
 from __future__ import annotations
@@ -80,11 +85,33 @@ class EnvDir:
         return self.root / "events.jsonl"
 
     def instance(self, name: str) -> Path:
+        """The usual directory of instance ``name``; see :meth:`fresh` and :meth:`live`."""
         return self.root / "instances" / name
+
+    def fresh(self, name: str) -> Path:
+        """A directory no instance uses yet for a new instance ``name`` (callers hold the env lock)."""
+        path, k = self.instance(name), 1
+        while path.exists():
+            path, k = self.root / "instances" / f"{name}~{k}", k + 1
+        return path
+
+    def generations(self, name: str) -> list[Path]:
+        """Every directory of instance ``name``: the live one and those still retiring."""
+        return [p for p in (self.instance(name), *sorted((self.root / "instances").glob(f"{name}~*"))) if p.is_dir()]
+
+    def live(self, name: str) -> Path | None:
+        return next((p for p in self.generations(name) if not retiring(p)), None)
 
     def instances(self) -> list[Path]:
         folder = self.root / "instances"
         return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+RETIRING = "retiring"
+
+
+def retiring(directory: Path) -> bool:
+    return (directory / RETIRING).exists()
 
 
 def all_instance_dirs(state: Path) -> Iterator[Path]:

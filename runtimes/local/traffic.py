@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cairn.runtime import EnvRef, Phase
 from cairn.runtimes.local.balancer import POLICIES, Balancer, Seen
-from cairn.runtimes.local.state import alive, all_instance_dirs, read_json
+from cairn.runtimes.local.state import alive, all_instance_dirs, read_json, retiring
 
 HOST_ENV = "CAIRN_TRAFFIC_HOST"  # where listeners bind; loopback unless the operator opens it up
 POLICY_ENV = "CAIRN_TRAFFIC_POLICY"
@@ -29,7 +29,7 @@ def scan(state: Path) -> list[Seen]:
             continue
         status = read_json(directory / "status.json") or {}
         ready = (bool(status.get("ready")) and status.get("phase") == str(Phase.RUNNING)
-                 and alive(status.get("shim_pid"), status.get("shim_start")))
+                 and alive(status.get("shim_pid"), status.get("shim_start")) and not retiring(directory))
         cluster, app, environment = directory.parts[-5:-2]
         found.append(Seen(key=str(directory), env=EnvRef(cluster, app, environment), name=config["instance"],
                           address=config["address"], ready=ready, ports=ports))

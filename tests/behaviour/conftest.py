@@ -30,6 +30,8 @@ K8S_NAMESPACE = "cairn-behaviour"
 LOCAL_ONLY = {
     "test_killing_and_restarting_the_control_plane_loses_and_doubles_nothing":
         "the control plane is the cluster's (API server, kubelet); cairn runs no agent there to kill and re-adopt from",
+    "test_an_instance_being_retired_when_the_agent_dies_is_stopped_after_its_restart":
+        "the kubelet, not cairn, stops a deleted pod; cairn runs no agent on a cluster to kill",
     "test_restart_back_off_grows":
         "the kubelet's crash-loop back-off starts at 10 s and is not configurable on 1.34 (the 1 s base is the local "
         "agent's test setting); tests/unit/test_k8s_observe.py covers the BackOff mapping",

@@ -14,7 +14,7 @@ def test_killing_and_restarting_the_control_plane_loses_and_doubles_nothing(runt
     env = runtime.env("adopt")
     revision = runtime.revision(
         env, secret_env={"TOKEN": "api-token"}, env={"DEMO_HEALTH_FILE": "/tmp/healthy"},
-        health_check={"period_s": 0.5, "failure_threshold": 2},
+        health_check={"period_s": 0.5, "failure_threshold": 2, "initial_delay_s": 3},  # slack for a loaded machine
         lifecycle={"post_start": {"exec": {"command": ["touch", "/tmp/healthy"]}}},
     )
     runtime.ensure(env, [0, 1], revision, secrets={"TOKEN": "tok-value-1"})
@@ -30,6 +30,21 @@ def test_killing_and_restarting_the_control_plane_loses_and_doubles_nothing(runt
     check = runtime.runtime.exec(env, restarted[0].name, ["sh", "-c", 'test "$TOKEN" = tok-value-1'], user="tester")
     assert check.exit_code == 0
     assert restarted[1].restarts == 0 and len(restarted) == 2
+
+
+def test_an_instance_being_retired_when_the_agent_dies_is_stopped_after_its_restart(runtime: Harness) -> None:
+    env = runtime.env("retire")
+    slow_stop = {"pre_stop": {"exec": {"command": ["sleep", "4"]}}, "termination_grace_period_s": 20}
+    runtime.ensure(env, [0], runtime.revision(env, "v1", lifecycle=slow_stop))
+    old = runtime.wait_ready(env, 1)[0]
+    v2 = runtime.revision(env, "v2", lifecycle=slow_stop)
+    runtime.ensure(env, [0], v2)  # the old instance is now in its PreStop, stopped off the agent's request path
+    runtime.restart_control_plane()
+    runtime.wait_event(env, lambda e: e.reason == "Stopped" and e.instance == old.name, 30, "the replaced instance stopped")
+    assert runtime.state_dir is not None
+    runtime.wait(env, lambda _: len(list(runtime.state_dir.glob(f"envs/*/*/*/instances/{old.name}*"))) == 1, 10,  # type: ignore[union-attr]
+                 "the retired instance's directory removed")
+    assert [(i.revision, i.ready) for i in runtime.wait_ready(env, 1)] == [(v2.digest, True)]
 
 
 def test_a_missing_image_is_a_clear_error_and_starts_nothing(runtime: Harness) -> None:

@@ -57,11 +57,31 @@ def test_ensure_twice_equals_once_and_a_new_revision_replaces(runtime: Harness) 
     after = runtime.wait(env, lambda i: i[0].revision == v2.digest and i[0].ready, 30, "slot 0 on v2")
     assert version_of(after[0].address) == "v2"
     assert after[1].revision == v1.digest and after[1].started_at == first[1].started_at, "slot 1 was not asked to change"
-    assert any(e.reason == "Stopped" and e.instance == first[0].name for e in runtime.runtime.events(env))
+    runtime.wait_event(env, lambda e: e.reason == "Stopped" and e.instance == first[0].name, 30, "the replaced slot 0 stopped")
 
     runtime.runtime.terminate(env, [0, 1])
     assert runtime.runtime.observe(env) == []
     runtime.runtime.terminate(env, [0, 1])  # idempotent
+
+
+def test_a_replacement_starts_while_the_replaced_instance_is_still_stopping(runtime: Harness) -> None:
+    """As a Deployment creates a pod while the old one terminates: a slow PreStop (or drain) of the
+    old instance does not hold the batch back, and reads show only the slot's new instance."""
+    env = runtime.env("overlap")
+    slow_stop = {"pre_stop": {"exec": {"command": ["sleep", "6"]}}, "termination_grace_period_s": 20}
+    v1 = runtime.revision(env, "v1", lifecycle=slow_stop)
+    runtime.ensure(env, [0], v1)
+    old = runtime.wait_ready(env, 1)[0]
+    v2 = runtime.revision(env, "v2", lifecycle=slow_stop)
+    runtime.ensure(env, [0], v2)
+    new = runtime.wait(env, lambda i: len(i) == 1 and i[0].revision == v2.digest and i[0].ready, 30, "slot 0 on v2")[0]
+    stopped = [e for e in runtime.runtime.events(env) if e.reason == "Stopped" and e.instance == old.name]
+    assert not stopped, "the new instance was ready only after the old one had stopped: the replacement waited"
+    assert version_of(new.address) == "v2"
+    runtime.wait_event(env, lambda e: e.reason == "Stopped" and e.instance == old.name, 30, "the old instance stopped")
+    assert [i.revision for i in runtime.runtime.observe(env)] == [v2.digest]
+    runtime.runtime.terminate(env, [0])
+    assert runtime.runtime.observe(env) == []
 
 
 def test_code_package_is_unpacked_into_the_deploy_root(runtime: Harness) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test cluster's binaries from Go modules into a cache outside the
 # repo, one directory per component and version, so only a cold machine pays:
-#   $CAIRN_K8S_CACHE/kubernetes-<v>/bin/{kube-apiserver,...,kubectl}
+#   $CAIRN_K8S_CACHE/kubernetes-<v>/bin/{kube-apiserver,...,kubectl,kube-proxy}
 #   $CAIRN_K8S_CACHE/etcd-<v>/bin/etcd
 #   $CAIRN_K8S_CACHE/kwok-<v>/bin/kwok
 #   $CAIRN_K8S_CACHE/crictl-<v>/bin/crictl
@@ -62,11 +62,18 @@ timed() { # label, command...
   log "built $label in $((SECONDS - t0))s"
 }
 
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
+
 build_kubernetes() {
   local v="$KUBERNETES_VERSION" name="kubernetes-$KUBERNETES_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
-  is_built "$name" "${bins[@]}" && return 0
+  is_built "$name" "${K8S_BINS[@]}" && return 0
   local dir="$CACHE/$name" work; work="$(mktemp -d "$CACHE/.work-k8s.XXXX")"
+  # Only what is missing: a cache made before a binary joined the list (kube-proxy did)
+  # builds that one binary, not all six again. A cold build compiles all six in one go.
+  # Binaries land in the work dir first and are moved in whole, so an interrupted build
+  # never leaves a half-written one beside the .done stamp.
+  local missing=() b
+  for b in "${K8S_BINS[@]}"; do [[ -x "$dir/bin/$b" && -f "$dir/.done" ]] || missing+=("$b"); done
   mkdir -p "$dir/bin"
   # k8s.io/kubernetes replaces its staging modules with ./staging paths, which
   # only work inside its own tree; a wrapper module points each at the
@@ -93,6 +100,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     log "resolving Kubernetes $v module graph"
@@ -104,13 +112,10 @@ GO
       ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$v" | cut -d. -f2)"
       ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    # One `go build` for all five shares the compilation of common packages.
-    "${NICE[@]}" go build -ldflags="-s -w$ld" -o "$dir/bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubelet \
-      k8s.io/kubernetes/cmd/kubectl
+    # One `go build` for all of them shares the compilation of common packages.
+    mkdir -p "$work/out"
+    "${NICE[@]}" go build -ldflags="-s -w$ld" -o "$work/out/" "${missing[@]/#/k8s.io/kubernetes/cmd/}"
+    for b in "${missing[@]}"; do mv -f "$work/out/$b" "$dir/bin/$b"; done
   )
   rm -rf "$work"
   touch "$dir/.done"
@@ -217,8 +222,8 @@ is_built pause pause || timed "pause" build_pause
 is_built "crictl-$CRICTL_VERSION" crictl || timed "crictl $CRICTL_VERSION" go_install crictl "$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl
 is_built "kwok-$KWOK_VERSION" kwok stages || timed "kwok $KWOK_VERSION" go_install kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok stages
 is_built "etcd-$ETCD_VERSION" etcd || timed "etcd $ETCD_VERSION" build_etcd
-is_built "kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
-  || timed "Kubernetes $KUBERNETES_VERSION (5 binaries; the long one)" build_kubernetes
+is_built "kubernetes-$KUBERNETES_VERSION" "${K8S_BINS[@]}" \
+  || timed "Kubernetes $KUBERNETES_VERSION (${#K8S_BINS[@]} binaries; the long one)" build_kubernetes
 # Go's build cache is ~4 GiB after this and only speeds up a rebuild at a new version;
 # the module cache (downloads, ~1.6 GiB) stays so such a rebuild needs no network.
 if [[ -d "$GOCACHE" && "${CAIRN_K8S_KEEP_GOCACHE:-}" != 1 ]]; then

@@ -63,6 +63,7 @@ KWOK_STAGES = CACHE / f"kwok-{VERSIONS['KWOK_VERSION']}" / "stages"
 CRICTL_BIN = CACHE / f"crictl-{VERSIONS['CRICTL_VERSION']}" / "bin" / "crictl"
 PAUSE_BIN = CACHE / "pause" / "bin" / "pause"
 KUBECTL = K8S_BIN / "kubectl"
+KUBE_PROXY = K8S_BIN / "kube-proxy"
 
 # Ports: cluster a uses 1xxxx, cluster b 2xxxx, so both run side by side and do not
 # collide with a default-port cluster anyone else may run.
@@ -197,7 +198,7 @@ def wait_for(what: str, check, timeout: float, cluster: str | None = None, comp:
 # Programs this script starts (directly, or containerd's shims). Leftover hunting only
 # ever considers these, so a developer's `tail -f` of one of our logs is left alone.
 OUR_PROGRAMS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
-                "kwok", "containerd", "containerd-shim-runc-v2"}
+                "kube-proxy", "kwok", "containerd", "containerd-shim-runc-v2"}
 
 
 def _pids_matching(needle: str) -> list[int]:
@@ -362,13 +363,15 @@ def ensure_pki(cluster: str) -> None:
     _cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth")
     if CLUSTERS[cluster]["real_node"]:
         _cert(pki, "kubelet", f"/O=system:nodes/CN=system:node:{REAL_NODE}", "clientAuth")
+        # The bootstrap RBAC policy binds system:node-proxier to this user.
+        _cert(pki, "kube-proxy", "/CN=system:kube-proxy", "clientAuth")
         _cert(pki, "kubelet-serving", f"/CN={REAL_NODE}", "serverAuth",
               [f"IP:{NODE_IP}", "IP:127.0.0.1", f"DNS:{REAL_NODE}", "DNS:localhost"])
     if not (pki / "sa.key").exists():
         _run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(pki / "sa.key")])
         _run(["openssl", "ec", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")])
     for user in ("admin", "kube-controller-manager", "kube-scheduler") + (
-            ("kubelet",) if CLUSTERS[cluster]["real_node"] else ()):
+            ("kubelet", "kube-proxy") if CLUSTERS[cluster]["real_node"] else ()):
         write_kubeconfig(cluster, user)
 
 
@@ -585,6 +588,7 @@ def ensure_bridge() -> None:
     if f"{NODE_IP}/" not in addrs:
         _run(["ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE])
     _run(["ip", "link", "set", BRIDGE, "up"])
+    _proxy().apply_sysctls(_proxy().bridge_sysctls(BRIDGE))
 
 
 def write_containerd_config() -> pathlib.Path:
@@ -599,7 +603,9 @@ def write_containerd_config() -> pathlib.Path:
             {"type": "bridge", "bridge": BRIDGE, "isGateway": False, "ipMasq": False, "hairpinMode": True,
              "ipam": {"type": "host-local", "dataDir": str(RUN / "cni-ipam"),
                       "ranges": [[{"subnet": POD_SUBNET, "rangeStart": "10.223.0.10",
-                                   "gateway": NODE_IP}]]}},
+                                   "gateway": NODE_IP}]],
+                      # Service ClusterIPs (kube-proxy) through the host; nothing else off the bridge.
+                      "routes": _proxy().cni_routes(SERVICE_CIDR, NODE_IP)}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
@@ -666,6 +672,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ctr", "--address", str(containerd_sock()), "-n", "k8s.io", *args],
                           capture_output=True, text=True, check=check, timeout=300)
+
+
+def _proxy():
+    sys.path.insert(0, str(HERE))
+    import proxy  # noqa: PLC0415 (same directory, stdlib only)
+
+    return proxy
+
+
+def start_kube_proxy() -> None:
+    cfg = cdir("a") / "kube-proxy.yaml"
+    if _proxy().write_config(cfg, kubeconfig("a", "kube-proxy"), REAL_NODE, POD_SUBNET, NODE_IP):
+        stop("a", "kube-proxy")  # it leaves by itself on a changed file: make that a clean restart
+    start("a", "kube-proxy", _proxy().argv(KUBE_PROXY, cfg))
+
+
+def kube_proxy_ready() -> bool:
+    return _http_get(f"http://127.0.0.1:{_proxy().HEALTHZ_PORT}/healthz")[0] == 200
 
 
 def import_images() -> None:
@@ -746,20 +770,20 @@ def start_kubelet() -> None:
 def preflight() -> None:
     if os.geteuid() != 0:
         raise Unsupported("must run as root (kubelet, containerd, mounts, cgroups)")
-    missing = [t for t in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "openssl", "ip", "ldd")
+    missing = [t for t in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "openssl", "ip", "ldd", "iptables")
                if not shutil.which(t)]
     missing += [p for p in ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback",
                             "/usr/lib/cni/portmap", "/bin/busybox", "/usr/bin/python3.11")
                 if not os.path.exists(p)]
     if missing:
         raise Unsupported("missing " + ", ".join(missing) + ": apt-get install containerd runc "
-                          "containernetworking-plugins busybox-static iproute2 openssl python3.11")
+                          "containernetworking-plugins busybox-static iproute2 iptables openssl python3.11")
     if not any(h.name == "memory" or "memory" in h.name.split(",") for h in _cgroup_controllers()):
         raise Unsupported("no cgroup v1 memory hierarchy mounted under /sys/fs/cgroup")
 
 
 def ensure_binaries() -> None:
-    have = all(p.exists() for p in (K8S_BIN / "kubelet", K8S_BIN / "kube-apiserver", ETCD_BIN, KWOK_BIN,
+    have = all(p.exists() for p in (K8S_BIN / "kubelet", K8S_BIN / "kube-apiserver", KUBE_PROXY, ETCD_BIN, KWOK_BIN,
                                      KWOK_STAGES / "pod-ready.yaml", CRICTL_BIN, PAUSE_BIN, KUBECTL))
     if have and all((CACHE / d / ".done").exists() for d in (
             f"kubernetes-{VERSIONS['KUBERNETES_VERSION']}", f"etcd-{VERSIONS['ETCD_VERSION']}",
@@ -835,6 +859,7 @@ def up(kwok_nodes: int | None, kwok_nodes_b: int | None) -> dict:
         start_controllers(name)
         start_kwok(name)
     start_kubelet()
+    start_kube_proxy()
 
     counts = {"a": kwok_nodes if kwok_nodes is not None else CLUSTERS["a"]["kwok_nodes"],
               "b": kwok_nodes_b if kwok_nodes_b is not None else CLUSTERS["b"]["kwok_nodes"]}
@@ -846,6 +871,8 @@ def up(kwok_nodes: int | None, kwok_nodes_b: int | None) -> dict:
         for comp, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
             wait_for(f"{name}/{comp} /healthz", lambda p=CLUSTERS[name][port]: _https_get(
                 f"https://127.0.0.1:{p}/healthz")[0] == 200, 60, name, comp)
+        if CLUSTERS[name]["real_node"]:
+            wait_for(f"{name}/kube-proxy /healthz (rules synced)", kube_proxy_ready, 60, name, "kube-proxy")
         # The controller-manager creates the default service account every pod needs.
         wait_for(f"{name} default service account",
                  lambda n=name: kubectl(n, "get", "serviceaccount", "default", check=False).returncode == 0,
@@ -867,6 +894,10 @@ def _mounts_under(*prefixes: pathlib.Path) -> list[str]:
 def down(keep_state: bool) -> None:
     # Stop the node first so the kubelet does not restart what we remove under it.
     stop("a", "kubelet")
+    stop("a", "kube-proxy")
+    said = _proxy().cleanup(KUBE_PROXY)
+    if said:
+        log(f"kube-proxy --cleanup: {said}")
     sock = containerd_sock()
     if running_pid("a", "containerd") and CRICTL_BIN.exists():
         # Let the runtime tear pods down properly: that releases CNI IPs and netns.
@@ -907,13 +938,16 @@ def leftover_report() -> list[str]:
             if (h / CGROUP_ROOT).exists()]
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
         out.append(f"link {BRIDGE}")
+    if shutil.which("iptables"):
+        out += _proxy().leftover_chains()
     return out
 
 
 # --------------------------------------------------------------------------- status
 
 COMPONENTS = {
-    "a": ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "containerd", "kubelet"],
+    "a": ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "containerd", "kubelet",
+          "kube-proxy"],
     "b": ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"],
 }
 

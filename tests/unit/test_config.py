@@ -138,3 +138,20 @@ def test_kubernetes_cluster_needs_its_kubeconfig_secret() -> None:
     with pytest.raises(ConfigError) as info:
         load_data(data)
     assert info.value.problems[0][0] == "clusters[prod-k8s].kubeconfig_secret"
+
+
+def test_service_type_and_drain_belong_to_kubernetes_clusters() -> None:
+    data = copy.deepcopy(base())
+    data["clusters"].append({"name": "prod-k8s", "runtime": "kubernetes", "kubeconfig_secret": "kc",
+                             "service_type": "LoadBalancer", "drain_s": 5})
+    cluster = load_data(data).cluster("prod-k8s")
+    assert cluster is not None and (cluster.service_type, cluster.drain_s) == ("LoadBalancer", 5)
+    data["clusters"][-1].update(service_type="Ingress", drain_s=-1)
+    with pytest.raises(ConfigError) as info:
+        load_data(data)
+    assert {p[0] for p in info.value.problems} == {"clusters[prod-k8s].service_type", "clusters[prod-k8s].drain_s"}
+    data = copy.deepcopy(base())
+    data["clusters"][0]["service_type"] = "NodePort"
+    with pytest.raises(ConfigError) as info:
+        load_data(data)
+    assert info.value.problems[0][0] == "clusters[local-a].service_type" and "runtime: kubernetes" in info.value.problems[0][2]

@@ -35,10 +35,11 @@ def test_pod_names_labels_and_annotations_tie_it_to_app_env_revision_and_order()
     rev = revision()
     pod = m.pod(rev, 3, "ns", order="0f1e-order")
     meta = pod["metadata"]
-    assert meta["name"] == "shop-production-3" and meta["namespace"] == "ns"
+    # The revision in the name lets a replacement be created while its predecessor still stops.
+    assert meta["name"] == f"shop-production-3-{rev.short}" and meta["namespace"] == "ns"
     assert meta["labels"] == {"app.kubernetes.io/managed-by": "cairn", "cairn.dev/app": "shop", "cairn.dev/environment": "production",
                               "cairn.dev/revision": rev.short, "cairn.dev/slot": "3", "cairn.dev/version": "v2",
-                              "cairn.dev/order": "0f1e-order"}
+                              "cairn.dev/order": "0f1e-order", "cairn.dev/serving": "true"}
     assert meta["annotations"]["cairn.dev/revision-digest"] == rev.digest
     assert meta["annotations"]["cairn.dev/image"] == "cairn/demo-app:v2"
 

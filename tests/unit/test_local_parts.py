@@ -100,3 +100,21 @@ def test_an_unreachable_agent_is_a_temporary_error(tmp_path: Path) -> None:
     assert caught.value.hint and "agent start" in caught.value.hint
     status = agent_status(tmp_path)
     assert status["running"] is False and status["instances"] == 0 and status["socket"] == str(tmp_path / "agent.sock")
+
+
+def test_a_slot_being_replaced_has_a_live_and_a_retiring_generation(tmp_path: Path) -> None:
+    from cairn.runtime import EnvRef
+    from cairn.runtimes.local.state import RETIRING, EnvDir
+
+    envdir = EnvDir.of(tmp_path, EnvRef("c", "shop", "production"))
+    first = envdir.fresh("shop-production-1")
+    assert first == envdir.instance("shop-production-1")
+    first.mkdir(parents=True)
+    envdir.fresh("shop-production-10").mkdir()  # another slot whose name starts alike
+    (first / RETIRING).touch()
+    second = envdir.fresh("shop-production-1")
+    assert second.name == "shop-production-1~1"
+    second.mkdir()
+    assert envdir.generations("shop-production-1") == [first, second]
+    assert envdir.live("shop-production-1") == second
+    assert envdir.fresh("shop-production-1").name == "shop-production-1~2"

@@ -1,0 +1,306 @@
+"""Warm starts for flow runs: a process with Prefect and cairn's flows imported forks each run.
+
+A flow run the worker starts is a new Python process that spends 1-3 s importing Prefect and
+cairn before its first API call; for an order resumed after a suspend, that is most of the
+approval latency (issue 5: at most 5 s). So, like a forkserver, ``cairn up`` starts one *warm
+server* next to the worker: it imports everything once, then forks a child per run. The work
+pool's command is this file run as a tiny client (standard library only, started with ``-S``):
+
+    worker --spawns--> client --socket (env, cwd, stdio fds)--> warm server --fork--> engine child
+
+The client forwards SIGTERM/SIGINT to the child and exits with the child's status, so the worker
+sees the client as the run's process. Cancellation still goes through Prefect's control channel,
+whose address travels in the environment the client hands over. With no warm server (not started,
+crashed, another machine), the client ``exec``s the usual ``python -m prefect.engine``: a cold
+start, never a failed one.
+
+The server forks from a single thread (a ``selectors`` loop, no threads), so no lock is held by a
+thread that would vanish in the child. A child gets its own session: restarting the warm server
+does not end runs in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+_HEADER = struct.Struct("!I")
+_STATUS = struct.Struct("!ii")  # (pid or -1, wait status)
+
+
+def _send(sock: socket.socket, data: bytes, fds: list[int] | None = None) -> None:
+    payload = _HEADER.pack(len(data)) + data
+    if fds:
+        socket.send_fds(sock, [payload], fds)
+    else:
+        sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# --- the client: the work pool's command ----------------------------------------------------------
+def _cold_start() -> None:
+    os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *sys.argv[2:]])
+
+
+def _exit_like(status: int) -> None:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def client(socket_path: str) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+        request = json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv[2:]}).encode()
+        _send(sock, request, [0, 1, 2])
+        pid, _ = _STATUS.unpack(_recv_exact(sock, _STATUS.size))
+    except (OSError, EOFError):
+        sock.close()
+        _cold_start()
+        return
+    if pid < 0:  # the server could not fork: start cold rather than fail the run
+        _cold_start()
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        _, status = _STATUS.unpack(_recv_exact(sock, _STATUS.size))
+    except (OSError, EOFError):
+        # The warm server went away mid-run; the child lives on in its own session. Its final state
+        # is the API's to tell: wait for it to end, then step aside.
+        import time
+
+        while _alive(pid):
+            time.sleep(0.5)
+        sys.exit(0)
+    _exit_like(status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def command(socket_path: str) -> str:
+    """The work pool's command: this file, run without site-packages (it needs none)."""
+    import shlex
+
+    return shlex.join([sys.executable, "-S", os.path.abspath(__file__), socket_path])
+
+
+# --- the server -----------------------------------------------------------------------------------
+def preload() -> None:
+    """Import what every run imports, once (the flows import the tasks, runtimes and blocks)."""
+    import importlib
+
+    for module in ("prefect.engine", "prefect.flow_engine", "prefect.task_engine", "prefect.runner",
+                   "cairn.flows.release", "cairn.flows.rollback", "cairn.flows.retry", "cairn.flows.build"):
+        importlib.import_module(module)
+
+
+def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: list[int]) -> None:  # type: ignore[type-arg]
+    """In the forked child: become the run's engine process, with the client's stdio, env and cwd."""
+    try:
+        listener.close()
+        conn.close()
+        os.setsid()
+        for target, fd in zip((0, 1, 2), fds):
+            os.dup2(fd, target)
+        # Nothing of the server's (its selector, other runs' connections) leaks into a run.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        import random
+
+        random.seed()  # else every forked run draws the same numbers
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        import runpy
+        import warnings
+
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()  # the run's environment, not the server's
+        sys.argv = ["prefect.engine", *request["argv"]]
+        # prefect.engine is preloaded; running it as __main__ again is the point, not a mistake.
+        warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package.*", category=RuntimeWarning)
+        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report it on the run's stderr, then exit non-zero
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def serve(socket_path: str) -> None:
+    import fcntl
+    import selectors
+    import threading
+
+    # One server per socket: a second one started by a racing `cairn up` leaves at once.
+    lock = open(socket_path + ".lock", "w")  # noqa: SIM115 - held for the server's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"warm start: another server holds {socket_path}", file=sys.stderr, flush=True)
+        return
+    preload()
+    if threading.active_count() != 1:  # forking would copy a process whose other threads vanish
+        print(f"warm start: {threading.active_count()} threads after the imports; runs will start cold",
+              file=sys.stderr, flush=True)
+        return
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    os.chmod(socket_path, 0o600)
+    listener.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    running: dict[int, socket.socket] = {}  # child pid -> its client's connection
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"warm start server {os.getpid()} on {socket_path}", file=sys.stderr, flush=True)
+    while not stopping:
+        for key, _ in selector.select(timeout=0.2):
+            if key.fileobj is listener:
+                _accept(listener, selector, running)
+            else:  # the client closed (e.g. SIGKILLed by the worker): end its run too
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                if conn.recv(1):
+                    continue
+                selector.unregister(conn)
+                pid = next((p for p, c in running.items() if c is conn), None)
+                if pid is not None:
+                    _signal_session(pid, signal.SIGTERM)
+        _reap(selector, running)
+    os.unlink(socket_path)
+
+
+def _accept(listener: socket.socket, selector: object, running: dict[int, socket.socket]) -> None:
+    import selectors
+
+    assert isinstance(selector, selectors.BaseSelector)
+    conn, _ = listener.accept()
+    try:
+        conn.settimeout(5)
+        fds: list[int] = []  # they arrive with the first bytes
+        (size,) = _HEADER.unpack(_recv_exact_fds(conn, _HEADER.size, fds))
+        request = json.loads(_recv_exact_fds(conn, size, fds))
+        conn.settimeout(None)
+    except (OSError, EOFError, ValueError) as exc:
+        print(f"warm start: bad request ({type(exc).__name__})", file=sys.stderr, flush=True)
+        conn.close()
+        return
+    try:
+        pid = os.fork()
+    except OSError:
+        conn.sendall(_STATUS.pack(-1, 0))
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+        return
+    if pid == 0:
+        _child(conn, listener, request, fds)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(_STATUS.pack(pid, 0))
+    running[pid] = conn
+    selector.register(conn, selectors.EVENT_READ)
+
+
+def _recv_exact_fds(conn: socket.socket, size: int, fds: list[int]) -> bytes:
+    """Read ``size`` bytes; file descriptors sent along (SCM_RIGHTS) are added to ``fds``."""
+    chunks, left = [], size
+    while left:
+        data, got, _flags, _addr = socket.recv_fds(conn, left, 3)
+        if not data:
+            raise EOFError
+        fds.extend(got)
+        chunks.append(data)
+        left -= len(data)
+    return b"".join(chunks)
+
+
+def _reap(selector: object, running: dict[int, socket.socket]) -> None:
+    import selectors
+
+    assert isinstance(selector, selectors.BaseSelector)
+    while running:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = running.pop(pid, None)
+        if conn is None:
+            continue
+        try:
+            selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sendall(_STATUS.pack(pid, status))
+        except OSError:
+            pass
+        conn.close()
+
+
+def _signal_session(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # the child leads its own session and process group
+    except ProcessLookupError:
+        pass
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "serve":
+        serve(sys.argv[2])
+    elif len(sys.argv) >= 2:
+        client(sys.argv[1])
+    else:
+        sys.exit("usage: warmstart.py SOCKET | warmstart.py serve SOCKET")
