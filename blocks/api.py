@@ -1,4 +1,4 @@
-"""The Prefect REST API over plain httpx, for the reads a person waits on.
+"""The Prefect REST API over the standard library's http.client, for the reads a person waits on.
 
 Importing Prefect costs ~1.3 s of CPU (its settings, client and schemas), more than a whole
 `cairn release show` or `cairn instances` may take (issue 11: < 500 ms). These reads need a few
