@@ -40,14 +40,20 @@ def _send(sock: socket.socket, data: bytes, fds: list[int] | None = None) -> Non
         sock.sendall(payload)
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
+def _recv_exact(sock: socket.socket, size: int, fds: list[int] | None = None) -> bytes:
+    """Read ``size`` bytes; file descriptors sent along (SCM_RIGHTS) are added to ``fds``."""
     chunks, left = [], size
     while left:
-        chunk = sock.recv(left)
-        if not chunk:
+        data, got, _flags, _addr = socket.recv_fds(sock, left, 3)
+        if not data:
             raise EOFError
-        chunks.append(chunk)
-        left -= len(chunk)
+        if fds is not None:
+            fds.extend(got)
+        else:
+            for fd in got:  # none expected: never leak one
+                os.close(fd)
+        chunks.append(data)
+        left -= len(data)
     return b"".join(chunks)
 
 
@@ -228,8 +234,8 @@ def _accept(listener: socket.socket, selector: object, running: dict[int, socket
     try:
         conn.settimeout(5)
         fds: list[int] = []  # they arrive with the first bytes
-        (size,) = _HEADER.unpack(_recv_exact_fds(conn, _HEADER.size, fds))
-        request = json.loads(_recv_exact_fds(conn, size, fds))
+        (size,) = _HEADER.unpack(_recv_exact(conn, _HEADER.size, fds))
+        request = json.loads(_recv_exact(conn, size, fds))
         conn.settimeout(None)
     except (OSError, EOFError, ValueError) as exc:
         print(f"warm start: bad request ({type(exc).__name__})", file=sys.stderr, flush=True)
@@ -250,19 +256,6 @@ def _accept(listener: socket.socket, selector: object, running: dict[int, socket
     conn.sendall(_STATUS.pack(pid, 0))
     running[pid] = conn
     selector.register(conn, selectors.EVENT_READ)
-
-
-def _recv_exact_fds(conn: socket.socket, size: int, fds: list[int]) -> bytes:
-    """Read ``size`` bytes; file descriptors sent along (SCM_RIGHTS) are added to ``fds``."""
-    chunks, left = [], size
-    while left:
-        data, got, _flags, _addr = socket.recv_fds(conn, left, 3)
-        if not data:
-            raise EOFError
-        fds.extend(got)
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks)
 
 
 def _reap(selector: object, running: dict[int, socket.socket]) -> None:
