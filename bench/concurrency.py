@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.measure import PeakRss, alone, flow_runs, machine, percentile, tree  # noqa: E402
+from bench.measure import PeakRss, agent, alone, flow_runs, machine, percentile, tree  # noqa: E402
 from bench.release import setup, teardown  # noqa: E402 - the private platform of issue 5's bench
 
 GOAL_GAP_S = 2.0
@@ -151,13 +151,13 @@ def main() -> int:
         from cairn.runtimes.local import agent_status
 
         state = json.loads((Path(home) / "platform.json").read_text())
-        server, worker, agent = state["server"]["pid"], state["worker"]["pid"], agent_status()["pid"]
+        server, worker, agent_pid = state["server"]["pid"], state["worker"]["pid"], agent_status()["pid"]
         print(f"before: {machine()}", flush=True)
         apps = register(args.orders, args.instances)
         first, took = release_all(apps, "v1", 1, args.timeout)
         print(f"round 1 (v1, 1 batch): {sum(r['status'] == 'completed' for r in first.values())}/{len(apps)} completed in {took:.0f}s",
               flush=True)
-        groups = {"server": tree(server), "worker": alone(worker), "flows": flow_runs(worker, home), "agent": tree(agent)}
+        groups = {"server": tree(server), "worker": alone(worker), "flows": flow_runs(worker, home), "agent": agent(agent_pid, home)}
         with PeakRss(groups, period_s=1.0) as peaks:
             since = time.time()
             second, took = release_all(apps, "v2", args.batches, args.timeout)

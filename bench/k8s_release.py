@@ -79,8 +79,12 @@ def cairn_release(info: dict, instances: int, batches: int, drain_s: float) -> t
     assert done["status"] == "completed", done["message"]
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(order)
-    labels = json.loads(kubectl(info, "-n", NAMESPACE, "get", "pods", "-l", f"cairn.dev/app={app}", "-o", "json"))["items"]
-    assert len(labels) == instances and {p["metadata"]["labels"]["cairn.dev/version"] for p in labels} == {"v2"}
+    pods = json.loads(kubectl(info, "-n", NAMESPACE, "get", "pods", "-l", f"cairn.dev/app={app}", "-o", "json"))["items"]
+    # Replaced pods may still be terminating (their grace period): like a Deployment's rollout,
+    # the order is done once every slot's pod runs v2.
+    serving = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    versions = {p["metadata"]["labels"]["cairn.dev/version"] for p in serving}
+    assert len(serving) == instances and versions == {"v2"}, (len(serving), versions)
     kubectl(info, "-n", NAMESPACE, "delete", "pods", "-l", f"cairn.dev/app={app}", "--wait=false")
     return (run.end_time - run.start_time).total_seconds(), wall
 

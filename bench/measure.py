@@ -94,17 +94,44 @@ def alone(pid: int) -> Pids:
     return lambda: [pid]
 
 
+def _with_home(home: str) -> list[tuple[int, bytes]]:
+    """(pid, command line) of every process whose command line names a path under ``home``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if home.encode() in cmdline:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
 def flow_runs(worker: int, home: str) -> Pids:
     """The flow run processes: the worker's children, and (with the warm start) the pre-imported
-    template process under ``home`` and the runs forked from it, which are not the worker's."""
+    template process under ``home`` and the runs forked from it, which are not the worker's. Not
+    the local agent's shims, whose command lines name the agent's state directory under ``home``
+    too (``agent`` counts them)."""
+    agent_state = f"{home.rstrip('/')}/agent".encode()
+
     def pids() -> list[int]:
         found = set(tree_pids(worker)[1:])
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and home.encode() in (entry / "cmdline").read_bytes():
-                    found.add(int(entry.name))
-            except OSError:
-                continue
+        found.update(pid for pid, cmdline in _with_home(home) if agent_state not in cmdline)
+        return sorted(found)
+
+    return pids
+
+
+def agent(pid: int, home: str) -> Pids:
+    """The local agent and what runs its instances: the shims (detached from the agent, so not in
+    its tree; their command lines name its state directory under ``home``) and their apps."""
+    agent_state = f"{home.rstrip('/')}/agent".encode()
+
+    def pids() -> list[int]:
+        found = set(tree_pids(pid))
+        for shim, cmdline in _with_home(home):
+            if agent_state in cmdline:
+                found.update(tree_pids(shim))
         return sorted(found)
 
     return pids

@@ -14,7 +14,9 @@ import base64
 import http.client
 import json
 import os
+import random
 import threading
+import time
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -22,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 from cairn.errors import NotFound, TemporaryError
 
 TIMEOUT_S = 30.0
+BUSY = frozenset({429, 503})
 
 
 def _settings() -> tuple[str, str | None, str | None]:
@@ -64,25 +67,36 @@ class Api:
 
     def request(self, method: str, path: str, body: dict[str, Any] | None, what: str) -> Any:
         data = json.dumps(body).encode() if body is not None else None
+        # A busy server (SQLite takes one writer at a time) answers 503: wait and ask again, with
+        # the doubling back-off and retry count Prefect's own client uses (PREFECT_CLIENT_MAX_RETRIES).
+        retries = int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES") or 5)
+        for retry in range(retries + 1):
+            status, text = self._send(method, path, data)
+            if status not in BUSY or retry == retries:
+                break
+            time.sleep(2 ** (retry + 1) * random.uniform(0.8, 1.2))
+        if status == 404:
+            raise NotFound(f"no {what}")
+        if status >= 400:
+            raise TemporaryError(f"the Prefect API answered {status} reading {what}: {text[:200].decode(errors='replace')}")
+        return json.loads(text)
+
+
+    def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
         with self._lock:
             for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: once more, anew
                 try:
                     conn = self._connection()
                     conn.request(method, self.base + path.lstrip("/"), body=data, headers=self.headers)
                     response = conn.getresponse()
-                    status, text = response.status, response.read()
-                    break
+                    return response.status, response.read()
                 except (OSError, http.client.HTTPException) as exc:
                     if self._conn is not None:
                         self._conn.close()
                     self._conn = None
                     if attempt == 2:
                         raise TemporaryError(f"the Prefect API is unreachable ({exc})", hint="is the platform up? cairn status") from None
-        if status == 404:
-            raise NotFound(f"no {what}")
-        if status >= 400:
-            raise TemporaryError(f"the Prefect API answered {status} reading {what}: {text[:200].decode(errors='replace')}")
-        return json.loads(text)
+        raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=1)

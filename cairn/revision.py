@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, computed_field, field_validator, model_validator
 
 from cairn.config import DeployType, EnvironmentName, EnvironmentSpec, Spec
 
@@ -52,11 +53,29 @@ class Revision(Spec):
             raise ValueError("a version is 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. v2, 1.4.0)")
         return version
 
+    # The digest names every pod, label and annotation of a batch: computed once per revision
+    # (it is frozen), not once per use.
+    _digest: str | None = PrivateAttr(default=None)
+
     @computed_field(title="Digest")  # type: ignore[prop-decorator]
     @property
     def digest(self) -> str:
-        body = self.model_dump(mode="json", exclude={"digest"})
-        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+        if self._digest is None:
+            body = self.model_dump(mode="json", exclude={"digest"})
+            self._digest = hashlib.sha256(canonical_json(body).encode()).hexdigest()
+        return self._digest
+
+    def __eq__(self, other: object) -> bool:
+        # By content, which the digest is (pydantic would also compare the cache above).
+        return isinstance(other, Revision) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Revision:
+        copied = super().model_copy(update=update, deep=deep)
+        copied._digest = None  # an update makes another revision
+        return copied
 
     @property
     def short(self) -> str:

@@ -87,6 +87,11 @@ class Instance:
         data["ports"] = {str(k): v for k, v in self.ports.items()}
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Instance:
+        """The inverse of :meth:`to_dict` (JSON keys are strings, the phase a plain value)."""
+        return cls(**{**data, "phase": Phase(data["phase"]), "ports": {int(k): v for k, v in data["ports"].items()}})
+
 
 @dataclass(frozen=True)
 class Event:
@@ -117,7 +122,20 @@ class ExecResult:
 
 @runtime_checkable
 class Runtime(Protocol):
-    """Where instances run. Every method may raise ``PermanentError`` or ``TemporaryError``."""
+    """Where instances run. Every method may raise ``PermanentError`` or ``TemporaryError``.
+
+    Optional, looked up with ``getattr`` by the health wait (``cairn.tasks.batch.wait_healthy``):
+
+    - ``observe_slots(env, slots) -> list[Instance]``: ``observe`` narrowed to ``slots`` (sorted by
+      slot), for a runtime where that is cheaper than reading every instance.
+    - ``long_poll = True`` (a class attribute) with ``observe_slots(self, env: EnvRef, slots:
+      Sequence[int], *, unless: Sequence[Instance] | None = None, wait_s: float = 0.0) ->
+      list[Instance]``: given ``unless`` and ``wait_s > 0``, block until the observation of the
+      slots differs from ``unless`` (both lists of ``Instance`` sorted by slot) or ``wait_s``
+      passes, then return the current observation. A health wait then learns of readiness as it
+      happens instead of one poll later. Without ``long_poll`` it polls every ``poll_s`` seconds
+      (an optional attribute, default 0.1).
+    """
 
     def ensure(
         self,

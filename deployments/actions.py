@@ -74,7 +74,8 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     params: dict[str, Any] = {"app": app, "environment": env, "version": version, "batches": batches, "pause_mode": str(mode)}
     if hot_pause_s is not None:
         params["hot_pause_s"] = hot_pause_s
-    tags = [*orders.tags_for("release", app, env), f"{orders.REV_TAG}{revision.digest[:32]}", f"request:{request}"]
+    tags = [*orders.tags_for("release", app, env), f"{orders.REV_TAG}{revision.digest[:32]}", f"{orders.CLUSTER_TAG}{revision.spec.cluster}",
+            f"request:{request}"]
     if queue:
         tags.append("queued")
     tags.append(f"by:{who()}")

@@ -38,6 +38,9 @@ def register(root: typer.Typer, env_app: typer.Typer) -> None:
 
 def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API and UI listen; beyond loopback they require basic auth.")] = "127.0.0.1",
        port: Annotated[int | None, typer.Option("--port", help="The API and UI port (default 4200, else a free one).")] = None,
+       max_running: Annotated[int | None, typer.Option(
+           "--max-running", min=1, help="Flow runs (orders, rollbacks, builds) running at once; more wait for a slot. "
+           "Default: 5 per CPU core ($CAIRN_MAX_RUNNING), or what the work pool has (Prefect UI, work pool `cairn`).")] = None,
        as_json: JsonFlag = False) -> None:
     """Start (or reuse) the Prefect server, the cairn work pool, deployments and worker, and the local agent."""
     with errors_as_exit(as_json):
@@ -48,7 +51,7 @@ def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API a
 
         server = platform.ensure_server(port=port, host=host)
         os.environ.update(platform.prefect_env(server.url))
-        deployments = platform.ensure_deployments()
+        deployments = platform.ensure_deployments(max_running)
         worker = platform.ensure_worker(server.url)
         agent = start_agent()
         # The path, never the secret itself: output ends up in logs.

@@ -54,6 +54,10 @@ def prefect_env(api_url: str | None = None) -> dict[str, str]:
         PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "0.5"),
         PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "1"),
         PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
+        # SQLite takes one writer at a time and the server answers 503 to a write that lost the
+        # race; Prefect's clients retry a 503 with a doubling back-off. Its default of 5 retries
+        # (~1 min) let orders fail on a busy platform; 7 (~4 min) lets them wait instead.
+        PREFECT_CLIENT_MAX_RETRIES=env.get("PREFECT_CLIENT_MAX_RETRIES", "7"),
         # The triggers service (and with it the actions service) turns a webhook's event into a release.
         PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="true",
     )
@@ -215,8 +219,21 @@ FLOWS = {
 }
 
 
-def ensure_deployments() -> dict[str, str]:
-    """Create the work pool and the deployments cairn's flows run from (idempotent)."""
+def default_max_running() -> int:
+    """Flow runs (orders, rollbacks, retries, builds) running at once when none is set: each is a
+    Python process using CPU while it runs (a paused one uses none), so the cores set the limit.
+    Five per core: on 2 cores, 50 orders at once thrashed the machine (load 150-240) and failed
+    where 10 at a time complete. ``CAIRN_MAX_RUNNING`` or ``cairn up --max-running`` sets another."""
+    return int(os.environ.get("CAIRN_MAX_RUNNING") or 5 * (os.cpu_count() or 2))
+
+
+def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
+    """Create the work pool and the deployments cairn's flows run from (idempotent).
+
+    The pool's concurrency limit is how many runs run at once; the others wait, Scheduled, for a
+    slot (Prefect counts Pending and Running runs: paused and suspended ones hold none).
+    It is Prefect's own setting, so it can be changed in the UI or with ``prefect work-pool
+    set-concurrency-limit``; ``cairn up`` leaves a changed one alone unless ``max_running`` is given."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -230,12 +247,17 @@ def ensure_deployments() -> dict[str, str]:
     # Runs start through the warm start client (warmstart.py), which falls back to a cold start.
     template = ProcessWorker.get_default_base_job_template()
     template["variables"]["properties"]["command"]["default"] = warmstart.command(str(warm_socket()))
+    wanted = max_running or (int(os.environ["CAIRN_MAX_RUNNING"]) if os.environ.get("CAIRN_MAX_RUNNING") else None)
     with get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template))
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template,
+                                                   concurrency_limit=wanted or default_max_running()))
         except ObjectAlreadyExists:
-            if client.read_work_pool(WORK_POOL).base_job_template != template:
-                client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
+            pool = client.read_work_pool(WORK_POOL)
+            # A pool from before the limit existed (None) gets the default; a set one stays as set.
+            limit = wanted or pool.concurrency_limit or default_max_running()
+            if pool.base_job_template != template or pool.concurrency_limit != limit:
+                client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template, concurrency_limit=limit))
     root = Path(__file__).resolve().parents[1]
     ids = {}
     for name, entrypoint in FLOWS.items():
@@ -253,6 +275,9 @@ def ensure_deployments() -> dict[str, str]:
 def ensure_worker(api_url: str) -> int:
     """A process worker for cairn's pool; flows run in processes it starts, which outlive `cairn` itself."""
     ensure_warm_start(api_url)
+    # The worker's own limit counts processes, hot-paused runs included (they wait for an approval
+    # using no CPU): it stays high, and the pool's concurrency limit (ensure_deployments) is what
+    # keeps the running ones to what the cores can take.
     argv = ["-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "100"]
     return _ensure_process("worker", argv, api_url)
 

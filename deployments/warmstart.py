@@ -131,6 +131,11 @@ def preload() -> None:
     for module in ("prefect.engine", "prefect.flow_engine", "prefect.task_engine", "prefect.runner",
                    "cairn.flows.release", "cairn.flows.rollback", "cairn.flows.retry", "cairn.flows.build"):
         importlib.import_module(module)
+    # The runtimes are imported when a run first reaches a cluster: the kubernetes client alone
+    # takes about 1 s (its package resolves its API classes and models lazily).
+    from cairn.runtimes.kubernetes.api import preload as preload_kubernetes
+
+    preload_kubernetes()
 
 
 def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: list[int]) -> None:  # type: ignore[type-arg]

@@ -7,6 +7,8 @@ dashboard retry or a restart of everything) picks up exactly where the instances
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import Future
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +17,8 @@ from prefect.context import FlowRunContext
 
 from cairn.errors import BatchFailed
 from cairn.flows import approval, orders
+from cairn.flows.background import in_background
+from cairn.flows.history import ModeRecord
 from cairn.plan import PauseMode, next_step, plan_release
 from cairn.revision import Revision
 from cairn.tasks.batch import apply_batch, observe, retire_slots, slot_states, wait_healthy
@@ -39,40 +43,56 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
     # The mode only decides at batch boundaries, where it is read fresh (below): no read up front,
     # which keeps an API call off the way to the first batch and to a resumed one.
     mode = default_mode
-    while True:
-        instances = observe(revision)
-        step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
-        if step.kind == "pause" or (step.kind == "apply" and (step.batch or 0) > 1):
-            # A batch boundary: the only place a switched pause mode changes what happens next.
-            mode = orders.read_mode(run_id, default_mode).mode
+    mode_read: Future[ModeRecord] | None = None  # started with the observe that follows a wait
+    # The artifacts are written in the background (report.update returns at once); whatever ends
+    # this process's run (done, a failed batch, a suspend) leaves them showing where it stands.
+    try:
+        while True:
+            instances = observe(revision)
             step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
-        if step.kind == "apply":
-            # Dispatch first, report later: the artifacts are news, the next batch is the job.
-            apply_batch(order, step.batch, list(step.slots), revision)
-            continue
-        report.update(instances)
-        if step.kind == "wait":
-            batch = plan.batch(step.batch)  # type: ignore[arg-type]
-            wait_healthy(order, batch.index, list(batch.slots), revision)
-        elif step.kind == "fail":
-            # A re-run (dashboard retry, `cairn release retry`) replaces the failed instances once.
-            if run_count > 1 and not replaced_failed:
-                replaced_failed = True
-                apply_batch(order, step.batch, list(step.slots), revision, replace_failed=True)
+            if step.kind == "pause" or (step.kind == "apply" and (step.batch or 0) > 1):
+                # A batch boundary: the only place a switched pause mode changes what happens next.
+                mode = (mode_read.result() if mode_read else orders.read_mode(run_id, default_mode)).mode
+                step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
+            mode_read = None
+            if step.kind == "apply":
+                # Dispatch first, report later: the artifacts are news, the next batch is the job.
+                apply_batch(order, step.batch, list(step.slots), revision)
                 continue
-            names = {f"{revision.app}-{revision.environment}-{s}": r for s, r in step.reasons.items()}
-            raise BatchFailed(step.batch, names)  # type: ignore[arg-type]
-        elif step.kind == "pause":
-            answer = approval.await_approval(step.batch, mode, hot_window_s=hot_pause_s, suspend_timeout_s=suspend_timeout_s)  # type: ignore[arg-type]
-            approved.add(step.batch)  # type: ignore[arg-type]
-            logger.info("batch %s approved by %s: %s", step.batch, answer.approved_by, answer.comment or "(no comment)")
-            if PauseMode(answer.pause_mode) is not mode:
-                mode = orders.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
-                                         why=f"resume after batch {step.batch}", default=default_mode).mode
-        else:
-            extra = sorted(i.slot for i in instances if i.slot >= plan.instances)
-            if extra:
-                retire_slots(order, extra, revision)
-                report.update(observe(revision))
-            logger.info("%s: every instance runs revision %s", title, revision.short)
-            return {"revision": revision.digest, "instances": plan.instances, "batches": batches}
+            report.update(instances)
+            if step.kind == "wait":
+                batch = plan.batch(step.batch)  # type: ignore[arg-type]
+                try:
+                    wait_healthy(order, batch.index, list(batch.slots), revision)
+                except BatchFailed:
+                    with contextlib.suppress(Exception):  # the failure is the news; a failed read must not hide it
+                        report.update(observe(revision))  # the table shows which instances failed, and why
+                    raise
+                if batch.index < len(plan.batches):
+                    # A batch boundary comes next: read the mode now, alongside the observe, not after it.
+                    mode_read = in_background(orders.read_mode, run_id, default_mode)
+            elif step.kind == "fail":
+                # A re-run (dashboard retry, `cairn release retry`) replaces the failed instances once.
+                if run_count > 1 and not replaced_failed:
+                    replaced_failed = True
+                    apply_batch(order, step.batch, list(step.slots), revision, replace_failed=True)
+                    continue
+                names = {f"{revision.app}-{revision.environment}-{s}": r for s, r in step.reasons.items()}
+                raise BatchFailed(step.batch, names)  # type: ignore[arg-type]
+            elif step.kind == "pause":
+                report.flush()  # the table shows the batch awaiting approval while someone looks
+                answer = approval.await_approval(step.batch, mode, hot_window_s=hot_pause_s, suspend_timeout_s=suspend_timeout_s)  # type: ignore[arg-type]
+                approved.add(step.batch)  # type: ignore[arg-type]
+                logger.info("batch %s approved by %s: %s", step.batch, answer.approved_by, answer.comment or "(no comment)")
+                if PauseMode(answer.pause_mode) is not mode:
+                    mode = orders.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
+                                             why=f"resume after batch {step.batch}", default=default_mode).mode
+            else:
+                extra = sorted(i.slot for i in instances if i.slot >= plan.instances)
+                if extra:
+                    retire_slots(order, extra, revision)
+                    report.update(observe(revision))
+                logger.info("%s: every instance runs revision %s", title, revision.short)
+                return {"revision": revision.digest, "instances": plan.instances, "batches": batches}
+    finally:
+        report.flush()

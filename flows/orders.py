@@ -1,8 +1,8 @@
 """Release orders as Prefect records: an order *is* a flow run, found by its tags.
 
 Tags on every run: ``cairn``, ``kind:release`` (or ``kind:rollback``, ``kind:retry``),
-``app:<app>``, ``env:<env>``, ``rev:<digest prefix>`` once the revision is known, and
-``rollback-of:<order id>`` on rollbacks. The pause mode in force and its history live in a
+``app:<app>``, ``env:<env>``, ``rev:<digest prefix>`` and ``cluster:<name>`` (a release's) once
+the revision is known, and ``rollback-of:<order id>`` on rollbacks. The pause mode in force and its history live in a
 Prefect Variable per order, so a switch reaches a running flow and survives a suspend.
 """
 
@@ -12,6 +12,8 @@ import time
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from cairn.blocks import api
+from cairn.errors import NotFound
 from cairn.flows.history import ModeRecord, OrderRun, statuses, variable_name
 from cairn.flows.history import read as read_view
 from cairn.plan import PauseMode
@@ -21,12 +23,13 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 REV_TAG = "rev:"
+CLUSTER_TAG = "cluster:"  # the revision's cluster: a release reads both documents in one request
 # Prefect's StateType values, as strings (its filters accept them): importing this module, as the
 # CLI does, must not import Prefect.
 ACTIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 FINISHED_STATES = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 
-__all__ = ["ACTIVE_STATES", "REV_TAG", "ModeRecord", "active_runs", "find_runs", "is_active", "last_completed", "last_finished",
+__all__ = ["ACTIVE_STATES", "CLUSTER_TAG", "REV_TAG", "ModeRecord", "active_runs", "find_runs", "is_active", "last_completed", "last_finished",
            "read_mode", "read_order", "set_tags", "status_of", "tag_value", "tags_for", "write_mode"]
 
 
@@ -100,9 +103,12 @@ def set_tags(run_id: UUID, tags: list[str]) -> None:
 # --- the pause mode in force, with who switched it and when -------------------------------------
 
 def read_mode(order_id: UUID | str, default: PauseMode) -> ModeRecord:
-    from prefect.variables import Variable
-
-    value = Variable.get(variable_name(order_id), default=None)
+    # Straight over the REST API (``cairn.blocks.api``), not Prefect's Variable: a release reads it
+    # at every batch boundary, between one batch's health and the next one's start.
+    try:
+        value = api.get(f"variables/name/{variable_name(order_id)}", "pause mode variable").get("value")
+    except NotFound:
+        value = None
     if not value:
         return ModeRecord(default, [])
     return ModeRecord(PauseMode(value["pause_mode"]), list(value.get("history", [])))

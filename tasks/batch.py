@@ -5,8 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+# Both imported here rather than where they are first used (Prefect's Task.__call__ imports its
+# visualization module, graphviz included, at a run's first task call; ``connect`` the local
+# runtime's client at the first connect): the warm start's template process imports the flows,
+# so every run forked from it starts with both, ~25 ms sooner to its first batch.
+import prefect.utilities.visualization  # noqa: F401
 from prefect import get_run_logger, task
 
+import cairn.runtimes.local.client  # noqa: F401
 from cairn.errors import BatchFailed
 from cairn.plan import SlotState
 from cairn.revision import Revision
@@ -14,6 +20,8 @@ from cairn.runtime import Instance, Phase
 from cairn.tasks.context import Target, retry_temporary, secrets_for, target
 
 POLL_S = 0.1
+# How long one long poll may wait without a change: the deadline is checked in between.
+LONG_POLL_S = 5.0
 
 
 def observe(revision: Revision) -> list[Instance]:
@@ -55,8 +63,10 @@ def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -
     started = time.monotonic()
     deadline = started + _budget_s(revision)
     ready_at: dict[str, float] = {}
+    seen: list[Instance] | None = None  # the last observation, for a runtime that long-polls
     while True:
-        current = {i.slot: i for i in _observe_batch(t, slots) if i.slot in slots}
+        seen = _observe_batch(t, slots, unless=seen, wait_s=min(LONG_POLL_S, max(0.0, deadline - time.monotonic())))
+        current = {i.slot: i for i in seen if i.slot in slots}
         failed = {
             i.name: i.reason or "failed"
             for i in current.values()
@@ -74,13 +84,17 @@ def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -
         if time.monotonic() > deadline:
             late = {t.env.instance(s): _why_not_ready(current.get(s), revision) for s in slots if t.env.instance(s) not in ready_at}
             raise BatchFailed(batch, late, _events(t, late))
-        # A runtime may say how often it can be read: the local agent answers over a unix socket.
-        time.sleep(getattr(t.runtime, "poll_s", POLL_S))
+        if not getattr(t.runtime, "long_poll", False):
+            # A runtime may say how often it can be read: the local agent answers over a unix socket.
+            time.sleep(getattr(t.runtime, "poll_s", POLL_S))
 
 
-def _observe_batch(t: Target, slots: list[int]) -> list[Instance]:
-    """The batch's instances; a runtime that can narrow the read to them (kubernetes, by label
-    selector) does, so waiting on 30 of 300 instances does not read 300 every poll."""
+def _observe_batch(t: Target, slots: list[int], *, unless: list[Instance] | None = None, wait_s: float = 0.0) -> list[Instance]:
+    """The batch's instances. A runtime that can narrow the read to them (kubernetes, by label
+    selector) does, so waiting on 30 of 300 instances does not read 300 every poll; one that can
+    long-poll (``long_poll``) answers once they differ from ``unless``, or after ``wait_s``."""
+    if unless is not None and getattr(t.runtime, "long_poll", False):
+        return list(t.runtime.observe_slots(t.env, slots, unless=unless, wait_s=wait_s))  # type: ignore[attr-defined]
     narrowed = getattr(t.runtime, "observe_slots", None)
     return list(narrowed(t.env, slots)) if narrowed else t.runtime.observe(t.env)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 from cairn.blocks import documents
+from cairn.config import ClusterSpec
 from cairn.errors import TemporaryError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Runtime
@@ -18,16 +19,27 @@ class Target:
     env: EnvRef
 
 
-@lru_cache(maxsize=64)
-def _runtime(cluster_name: str) -> Runtime:
-    # Read over the REST API (``documents``), not as a Block: `cairn instances` and the other
-    # instance commands come through here and must not import Prefect.
-    spec, kubeconfig = documents.cluster(cluster_name)
-    return connect(spec, kubeconfig=kubeconfig)
+_runtimes: dict[str, Runtime] = {}  # per process: a cluster's runtime, connected once
+_runtimes_lock = threading.Lock()
 
 
-def target(revision: Revision) -> Target:
-    return Target(_runtime(revision.spec.cluster), EnvRef(revision.spec.cluster, revision.app, revision.environment))
+def _runtime(cluster_name: str, document: tuple[ClusterSpec, str | None] | None = None) -> Runtime:
+    """The cluster's runtime, connected at the first use in this process. ``document`` is the
+    cluster's spec and kubeconfig when the caller has read them already (``documents``)."""
+    with _runtimes_lock:
+        found = _runtimes.get(cluster_name)
+    if found is None:
+        # Read over the REST API (``documents``), not as a Block: `cairn instances` and the other
+        # instance commands come through here and must not import Prefect.
+        spec, kubeconfig = document or documents.cluster(cluster_name)
+        connected = connect(spec, kubeconfig=kubeconfig)
+        with _runtimes_lock:
+            found = _runtimes.setdefault(cluster_name, connected)
+    return found
+
+
+def target(revision: Revision, *, cluster_document: tuple[ClusterSpec, str | None] | None = None) -> Target:
+    return Target(_runtime(revision.spec.cluster, cluster_document), EnvRef(revision.spec.cluster, revision.app, revision.environment))
 
 
 def secrets_for(revision: Revision) -> dict[str, str]:

@@ -6,10 +6,13 @@ keeps updating the same two artifacts instead of adding new ones.
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 from collections.abc import Sequence
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactUpdate
@@ -52,26 +55,69 @@ def _find(client: SyncPrefectClient, flow_run_id: UUID, keys: dict[str, str]) ->
 
 
 class OrderReport:
-    """The order's two artifacts, written only when what they show changed. Their ids are found
-    once per process, at the first update (a re-run after a suspend finds the same artifacts by
-    key and flow run)."""
+    """The order's two artifacts, kept up to date by one writer thread: ``update`` hands it the
+    latest rows and returns, so no API call sits between a batch's dispatch and its health wait;
+    ``flush`` waits until what was handed is written (before a pause, a failure, the end). The
+    writer always writes the newest rows it was handed, so the artifacts only move forward, and
+    a state overtaken while a write was in flight is skipped, never written late over a newer one.
+    Their ids are found once per process, at the first write (a re-run after a suspend finds the
+    same artifacts by key and flow run)."""
 
     def __init__(self, flow_run_id: UUID, plan: ReleasePlan, revision: Revision, title: str) -> None:
         self.flow_run_id, self.plan, self.revision, self.title = flow_run_id, plan, revision, title
         self.key = f"order-{flow_run_id.hex[:16]}"
         self.table_id: UUID | None = None
         self.progress_id: UUID | None = None
-        self.found = False  # looked up at the first update, which comes after the first batch's dispatch
-        self.shown: list[dict[str, str]] | None = None
+        self.found = False  # looked up at the first write, which comes after the first batch's dispatch
+        self.shown: list[dict[str, str]] | None = None  # the rows last handed to the writer
+        self._changed = threading.Condition()
+        self._pending: tuple[list[dict[str, str]], float] | None = None
+        self._writing = False
+        self._writer: threading.Thread | None = None
 
     def update(self, instances: Sequence[Instance]) -> float:
         rows = table_rows(self.plan, instances, self.revision)
         done = sum(1 for r in rows if r["state"] == "done")
         progress = round(100.0 * done / max(1, len(rows)), 1)
-        if rows == self.shown:
-            return progress
+        with self._changed:
+            if rows == self.shown:
+                return progress
+            self.shown, self._pending = rows, (rows, progress)
+            if self._writer is None:
+                # In this flow run's context: the artifacts are created for the run, with its client.
+                context = contextvars.copy_context()
+                self._writer = threading.Thread(target=context.run, args=(self._write_forever,), name="cairn-report", daemon=True)
+                self._writer.start()
+            self._changed.notify_all()
+        return progress
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Return once every update so far is written (or the writer gave up on it, with a warning)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._pending is None and not self._writing, timeout=timeout_s):
+                get_run_logger().warning("the order's artifacts were not written within %.0f s; they may lag behind", timeout_s)
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending is not None)
+                assert self._pending is not None
+                (rows, progress), self._pending, self._writing = self._pending, None, True
+            try:
+                self._write(rows, progress)
+            except Exception as exc:  # noqa: BLE001 - the artifacts are news: the release goes on without them
+                get_run_logger().warning("could not update the order's artifacts: %s: %s", type(exc).__name__, exc)
+                with self._changed:
+                    if self._pending is None:
+                        self.shown = None  # the next update writes again
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
+
+    def _write(self, rows: list[dict[str, str]], progress: float) -> None:
         progress_key = f"{self.key}-progress"
-        # One client (one connection) for the lookup and both writes: this runs between batches.
+        # One client (one connection) for the lookup and both writes.
         with get_client(sync_client=True) as client:
             if not self.found:
                 ids = _find(client, self.flow_run_id, {self.key: "table", progress_key: "progress"})
@@ -85,5 +131,3 @@ class OrderReport:
             self.table_id = create_table_artifact(rows, key=self.key, description=self.title)
         if self.progress_id is None:
             self.progress_id = create_progress_artifact(progress, key=progress_key, description=f"{self.title}: instances done")
-        self.shown = rows
-        return progress

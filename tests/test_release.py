@@ -65,6 +65,19 @@ def wait(order: str, *statuses: Status) -> dict[str, Any]:
     return actions.wait_for(order, set(statuses), timeout_s=300)
 
 
+def artifacts(order: str) -> tuple[list[dict[str, str]], float]:
+    """The order's table rows and progress (percent of instances done), as the UI shows them."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = f"order-{uuid.UUID(order).hex[:16]}"
+    with get_client(sync_client=True) as client:
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key, f"{key}-progress"])))}
+    return json.loads(found[key].data), float(found[f"{key}-progress"].data)
+
+
 def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     from cairn.deployments import actions
     from cairn.errors import ActionRefused, NotFound
@@ -78,6 +91,8 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
     paused = wait(order, Status.PAUSED, Status.FAILED)
     assert paused["status"] == "paused"
     assert versions(app) == {0: "v2", 1: "v2", 2: "v1", 3: "v1"}, "the first batch only, and the mix holds while paused"
+    rows, progress = artifacts(order)  # written in the background, and flushed before the pause
+    assert [r["state"] for r in rows] == ["done", "done", "old revision", "old revision"] and progress == 50.0, rows
 
     refused = cli("release", "pause-mode", order, "first_batch")
     assert refused.returncode == 4 and "already" in refused.stderr
@@ -90,6 +105,8 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
     done = wait(order, Status.COMPLETED, Status.FAILED)
     assert done["status"] == "completed", done["message"]
     assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
+    rows, progress = artifacts(order)  # flushed before the run completed
+    assert [r["state"] for r in rows] == ["done"] * 4 and progress == 100.0, rows
 
     for args, code in ((("release", "resume", order), 4), (("release", "close", order), 4), (("release", "show", "no-such-order"), 3)):
         proc = cli(*args)
@@ -116,6 +133,8 @@ def test_failing_batch_stops_the_order_and_retry_finishes_it(platform: str, tmp_
     shown = actions.show(order)
     by_slot = {i["slot"]: i for i in shown["instances"]}
     assert by_slot[2]["revision"] == by_slot[3]["revision"] != by_slot[0]["revision"], "no further batch started"
+    rows, progress = artifacts(order)
+    assert [r["state"] for r in rows[:2]] == ["failed", "failed"] and "health check" in rows[0]["reason"] and progress == 0.0, rows
 
     health.touch()  # the dependency came back
     proc = cli("release", "retry", order, "--json")

@@ -171,12 +171,14 @@ def instance_of(pod_name: str) -> str:
 
 
 def current(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One pod per slot: the one not being deleted (a replacement starts while its predecessor
-    still stops, and the slot is the replacement's), else the newest of those being deleted."""
+    """One pod per slot: the one not being deleted and not leaving the Service (a replacement
+    starts while its predecessor drains and stops, and the slot is the replacement's), else the
+    newest of the others."""
 
-    def rank(pod: dict[str, Any]) -> tuple[bool, str]:
+    def rank(pod: dict[str, Any]) -> tuple[bool, bool, str]:
         meta = pod["metadata"]
-        return not meta.get("deletionTimestamp"), meta.get("creationTimestamp") or ""
+        leaving = (meta.get("labels") or {}).get(m.SERVING) == "false"
+        return not meta.get("deletionTimestamp"), not leaving, meta.get("creationTimestamp") or ""
 
     best: dict[str, dict[str, Any]] = {}
     for pod in pods:

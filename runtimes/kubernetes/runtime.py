@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
@@ -19,13 +20,15 @@ from cairn.runtimes.kubernetes import health, manifests as m, stream
 from cairn.runtimes.kubernetes.api import Api, pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
+from cairn.runtimes.kubernetes.informer import PodCache
 from cairn.runtimes.kubernetes.stops import Stops
 from cairn.runtimes.kubernetes.observe import (Verdict, classify, current, instance, instance_of, parse_time, sort_key,
                                                status_events, to_event)
 
 DEFAULT_NAMESPACE = "cairn"
 ADMIT_TIMEOUT_S = 60.0
-POLL_S = 0.05
+MOUNT_CHECK_S = 0.5  # how often admission looks for FailedMount events while pods wait for volumes
+RESTORE_AFTER_S = 1.0  # a pod recreated after a stray delete shows up in the watch well within this
 RECENT_S = 120.0  # a background clean-up spares Secrets and ConfigMaps younger than this
 
 
@@ -33,12 +36,16 @@ class KubernetesRuntime:
     """Instances as Pods named ``{app}-{env}-{slot}-{revision}`` in one namespace (default ``cairn``),
     behind one Service per environment."""
 
+    long_poll = True  # observe_slots(..., unless=, wait_s=) waits on a watch
+
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None,
                  service_type: ServiceType = "ClusterIP", drain_s: float | None = None) -> None:
         self.namespace = namespace or os.environ.get("CAIRN_K8S_NAMESPACE") or DEFAULT_NAMESPACE
         self.api = Api(kubeconfig, context, self.namespace)
         self.traffic_ = Traffic(self.api, service_type, drain_s)
         self.stops = Stops(self.api)
+        self._caches: dict[tuple[str, str], PodCache] = {}
+        self._caches_lock = threading.Lock()
 
     # --- ensure -----------------------------------------------------------------------------
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, *, secrets: Mapping[str, str] | None = None,
@@ -49,8 +56,9 @@ class KubernetesRuntime:
             raise PermanentError(f"no value for secret variables {', '.join(missing)}", hint="pass every secret_env value to ensure")
         package = self._package(revision)
         self.api.ensure_namespace()
-        # Only the batch's slots: a batch of 30 must not read all 300 pods.
-        listed = self.api.pods(env.app, env.environment, slots=sorted(set(slots)))
+        everything = self._pods(env)
+        wanted = {str(s) for s in slots}
+        listed = [p for p in everything if p["metadata"]["labels"].get(m.SLOT) in wanted]
         chosen = {int(p["metadata"]["labels"][m.SLOT]): p for p in current(listed)}
         have = {i.slot: i for i in self._instances(list(chosen.values()))}
         start: list[int] = []
@@ -59,7 +67,10 @@ class KubernetesRuntime:
             if (now is None or now.revision != revision.digest or now.phase is Phase.TERMINATING
                     or (replace_failed and now.phase is Phase.FAILED)):
                 start.append(slot)
+        strays = _strays(everything)
         if not start:
+            if strays:
+                self._delete(strays, why="left behind by a replacement that was cut short")
             return
         defaults = self.api.pod_defaults()
         if revision.spec.secret_env:
@@ -69,26 +80,39 @@ class KubernetesRuntime:
         if package is not None:
             self.api.apply(m.package_configmap(revision, self.namespace, package))
         self.traffic_.publish(revision)
-        # Every live pod of a slot being started goes (normally one; a terminating one is already going).
+        # Every live pod of a slot being started goes (normally one; a terminating one is already
+        # going), and so do predecessors a replacement cut short left behind.
         stopping = [p for p in listed if int(p["metadata"]["labels"][m.SLOT]) in start and not p["metadata"].get("deletionTimestamp")]
+        stopping += [p for p in strays if p not in stopping]
         began = time.monotonic()
         new = {slot: m.pod(revision, slot, self.namespace, order=order, defaults=defaults) for slot in sorted(start)}
         # A name still held (a retry of the same revision, a quick return to one) is free only
         # once its pod is gone; every other new pod is created right away, beside its stopping
-        # predecessor, as a Deployment's rolling update does: deletes and creates share one pool.
+        # predecessor, as a Deployment's rolling update does: deletes and creates share one pool,
+        # creates first, so the scheduler and kubelets start on the new pods while the old go.
         held = {p["metadata"]["name"]: p for p in listed if p["metadata"]["name"] in {n["metadata"]["name"] for n in new.values()}}
-        if stopping:
-            self._before_delete(stopping, why=f"replaced by revision {revision.short}")
-        with _pool(len(stopping) + len(new)) as workers:
-            list(workers.map(lambda call: call(), [*(partial(self._delete_one, p) for p in stopping),
-                                                   *(partial(self.api.apply, p) for p in new.values()
-                                                     if p["metadata"]["name"] not in held)]))
         why = f"replaced by revision {revision.short}"
-        if held:
-            self.stops.wait_gone(list(held.values()), why=why, began=began)
-            with _pool(len(held)) as workers:
-                list(workers.map(self.api.apply, [p for p in new.values() if p["metadata"]["name"] in held]))
-        problems = self._admit(env, new, revision)
+        # The old pods leave the Service first; their replacements are created at once and start
+        # while traffic drains away from the old ones, which are deleted after the drain.
+        settle = self.traffic_.leave(stopping)
+
+        def retire() -> None:
+            settle()
+            self._record_pre_stops(stopping)
+            with _pool(len(stopping)) as deleting:
+                list(deleting.map(self._delete_one, stopping))
+            self._cache(env).expect(deleted=[p["metadata"]["uid"] for p in stopping])
+
+        with _pool(len(new) + 1) as workers:
+            created = [workers.submit(self.api.create_pod, p) for p in new.values() if p["metadata"]["name"] not in held]
+            retiring = workers.submit(retire)
+            self._cache(env).expect(created=[call.result() for call in created])
+            if held:
+                self.stops.wait_gone(list(held.values()), why=why, began=began)
+                self._cache(env).expect(created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
+            # Admission is watched while the old pods drain and their deletes go out.
+            problems = self._admit(env, new, revision)
+            retiring.result()
         rest = [p for p in stopping if p["metadata"]["name"] not in held]
         if rest:  # ensure does not wait for them: the new pods start while they stop
             unused = any(_references(p) for p in rest)  # only a replaced pod can leave objects unused
@@ -117,32 +141,44 @@ class KubernetesRuntime:
     def _admit(self, env: EnvRef, new: dict[int, dict[str, Any]], revision: Revision) -> dict[str, str]:
         """Wait until each new pod is past scheduling, volumes and image resolution, so an image that
         is not there, an unschedulable pod or an unusable host path fails ensure itself, with the
-        cluster's reason. Readiness is not waited for (that is observe's)."""
+        cluster's reason. Readiness is not waited for (that is observe's). Watched, not polled."""
         pending = {p["metadata"]["name"]: p for p in new.values()}
+        names = set(pending)
         problems: dict[str, str] = {}
-        deadline = time.monotonic() + ADMIT_TIMEOUT_S
-        polls = 0
-        while pending and time.monotonic() < deadline:
-            polls += 1
-            listed = self.api.pods(env.app, env.environment, slots=sorted(new))
-            # Predecessors still stopping hold their node's resources: a replacement that does not
-            # fit yet is scheduled once they are gone, so only then is Unschedulable a verdict.
-            freeing = any(p["metadata"].get("deletionTimestamp") for p in listed)
+        restored: dict[str, float] = {}
+        looked: dict[str, tuple[str, int]] = {}
+        mounts_checked = began = time.monotonic()
+        for listed in self.api.follow_pods(env.app, env.environment, slots=sorted(new), until=began + ADMIT_TIMEOUT_S):
+            # Predecessors still there (being deleted, or about to be) hold their node's resources:
+            # a replacement that does not fit yet is scheduled once they are gone, so only then is
+            # Unschedulable a verdict.
+            freeing = any(p["metadata"]["name"] not in names for p in listed)
+            now = time.monotonic()
             for name in set(pending) - {p["metadata"]["name"] for p in listed}:
                 # Deleted by someone else before it started (a stale delete of its predecessor's
                 # name, as kwok sends): the slot is still ours to fill.
-                self.api.apply(pending[name])
+                if now - restored.get(name, 0.0) > RESTORE_AFTER_S:
+                    restored[name] = now
+                    self._cache(env).expect(created=[self.api.create_pod(pending[name])])
             for pod in listed:
                 name = pod["metadata"]["name"]
-                if name not in pending:
+                # A batch of 100 brings ~100 watch events, each a view of all 100 pods: a pod is
+                # looked at again when it changed, or once a second (some verdicts come with time).
+                judged = (pod["metadata"]["resourceVersion"], int(now))
+                if name not in pending or looked.get(name) == judged:
                     continue
+                looked[name] = judged
                 verdict = classify(pod, time.time())
                 if verdict.phase is Phase.FAILED or (verdict.reason or "").startswith("Unschedulable") and not freeing:
                     problems[name] = verdict.reason or "failed"
                     pending.pop(name)
                 elif verdict.phase is not Phase.PENDING or verdict.reason == "unpacking the code package" and _init_started(pod):
                     pending.pop(name)
-            if pending and polls % 10 == 0:  # a host path fails to mount in seconds, not milliseconds
+            # A host path fails to mount in seconds, not milliseconds, and only pods with host
+            # paths can fail so: the events list (the namespace's, filtered by the API server) is
+            # costly once it holds thousands of events.
+            if pending and revision.spec.dirs and now - mounts_checked > MOUNT_CHECK_S:
+                mounts_checked = now
                 for event in self.api.events(reason="FailedMount"):
                     name = event["involvedObject"]["name"]
                     said = event.get("message", "")
@@ -151,17 +187,29 @@ class KubernetesRuntime:
                         d = revision.spec.dirs[int(found.group(1))]
                         problems[name] = f"dirs[{found.group(1)}]: host path {d.host_path} for {d.path} cannot be mounted: {said}"
                         pending.pop(name)
-            if pending:
-                time.sleep(POLL_S)
+            if not pending:
+                break
         return problems
 
     # --- observe ----------------------------------------------------------------------------
     def observe(self, env: EnvRef) -> list[Instance]:
-        return self._instances(current(self.api.pods(env.app, env.environment)))
+        return self._instances(current(self._pods(env)))
 
-    def observe_slots(self, env: EnvRef, slots: Sequence[int]) -> list[Instance]:
-        """``observe`` narrowed to ``slots`` by label selector: waiting on a batch of 30 reads 30 pods, not 300."""
-        return self._instances(current(self.api.pods(env.app, env.environment, slots=sorted(set(slots)))))
+    def observe_slots(self, env: EnvRef, slots: Sequence[int], *, unless: Sequence[Instance] | None = None,
+                      wait_s: float = 0.0) -> list[Instance]:
+        """``observe`` narrowed to ``slots`` by label selector: waiting on a batch of 30 reads 30 pods,
+        not 300. With ``unless`` and ``wait_s``, a long poll: the slots are watched until what they
+        show differs from ``unless`` or ``wait_s`` passes, then the observation is returned."""
+        wanted = sorted(set(slots))
+        if unless is None or wait_s <= 0:
+            return self._instances(current(self._pods(env, wanted)))
+        before = sorted(unless, key=lambda i: i.slot)
+        seen: list[Instance] = []
+        for listed in self.api.follow_pods(env.app, env.environment, slots=wanted, until=time.monotonic() + wait_s):
+            seen = self._instances(current(listed))
+            if seen != before:
+                break
+        return seen
 
     def traffic(self, env: EnvRef) -> dict[str, Any]:
         """The environment's Service: its addresses and ports, and each pod's endpoint state
@@ -272,15 +320,38 @@ class KubernetesRuntime:
             self._before_delete(pods, why=why)
         with _pool(len(pods)) as workers:
             list(workers.map(lambda p: self._delete_one(p, grace_s), pods))
+        for key in {(p["metadata"]["labels"][m.APP], p["metadata"]["labels"][m.ENV]) for p in pods}:
+            cache = self._caches.get(key)
+            if cache is not None:
+                cache.expect(deleted=[p["metadata"]["uid"] for p in pods])
 
     def _before_delete(self, pods: list[dict[str, Any]], *, why: str) -> None:
         """Out of the Service first (drain.py), then a record of each PreStop the kubelet will run."""
         self.traffic_.drain(pods)
+        self._record_pre_stops(pods)
+
+    def _record_pre_stops(self, pods: list[dict[str, Any]]) -> None:
         for pod in pods:
             container = next(c for c in pod["spec"]["containers"] if c["name"] == m.CONTAINER)
             pre_stop = (container.get("lifecycle") or {}).get("preStop")
             if pre_stop and not pod["metadata"].get("deletionTimestamp"):
                 self.api.record(pod, "PreStop", f"running PreStop hook: {pre_stop['exec']['command']}")
+
+    def _cache(self, env: EnvRef) -> PodCache:
+        key = (env.app, env.environment)
+        with self._caches_lock:
+            cache = self._caches.get(key)
+            if cache is None or not cache.running:
+                cache = self._caches[key] = PodCache(self.api, env.app, env.environment)
+            return cache
+
+    def _pods(self, env: EnvRef, slots: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """The environment's pods (of ``slots``) from this process's watch of them (informer.py),
+        or a list when the watch cannot answer."""
+        found = self._cache(env).pods(slots)
+        if found is None:
+            return self.api.pods(env.app, env.environment, slots=None if slots is None else sorted(set(slots)))
+        return found
 
     def _delete_one(self, pod: dict[str, Any], grace_s: int | None = None) -> None:
         self.api.delete("Pod", pod["metadata"]["name"], uid=pod["metadata"]["uid"], grace_s=grace_s)
@@ -301,6 +372,14 @@ class KubernetesRuntime:
                 young = time.time() - (parse_time(obj["metadata"].get("creationTimestamp")) or 0.0) < spare_s
                 if obj["metadata"]["name"] not in used and not young:
                     self.api.delete(kind, obj["metadata"]["name"])
+
+
+def _strays(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Live pods that are not their slot's: predecessors whose replacement was created but whose
+    delete never came (the process ended during the drain). Out of the Service already, they would
+    hold resources until their slot is next replaced: any ensure of the environment deletes them."""
+    theirs = {p["metadata"]["uid"] for p in current(pods)}
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp") and p["metadata"]["uid"] not in theirs]
 
 
 def _references(pod: dict[str, Any]) -> bool:

@@ -18,7 +18,6 @@ from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.api import Api, pool
 
 STOP_MARGIN_S = 30.0  # PreStop and SIGTERM share the grace period; the kubelet adds at most 2 s of SIGTERM
-POLL_S = 0.05
 
 _RECORDING: set[str] = set()  # uids whose stop some watcher of this process records
 _LOCK = threading.Lock()
@@ -29,7 +28,7 @@ class Stops:
         self.api = api
 
     def wait_gone(self, pods: list[dict[str, Any]], *, why: str, began: float) -> None:
-        """Until every pod in ``pods`` is gone; TemporaryError when one outlives its grace period."""
+        """Until every pod in ``pods`` is gone (watched); TemporaryError when one outlives its grace period."""
         grace = max(int(p["spec"].get("terminationGracePeriodSeconds", 30)) for p in pods)
         uids = {p["metadata"]["uid"]: p for p in pods}
         with _LOCK:
@@ -39,26 +38,23 @@ class Stops:
         labels = pods[0]["metadata"]["labels"]
         slots = sorted({int(p["metadata"]["labels"][m.SLOT]) for p in pods})
         records = pool(len(pods))
-
-        def gone() -> bool:
-            alive = {p["metadata"]["uid"]: p for p in self.api.pods(labels[m.APP], labels[m.ENV], slots=slots)
-                     if p["metadata"]["uid"] in uids}
-            last.update(alive)
-            for uid in [u for u in uids if u not in alive]:
-                pod = uids.pop(uid)
-                if uid in mine:
-                    records.submit(self._record, pod, last.get(uid), time.monotonic() - began, why)
-            return not uids
-
         try:
             with records:
-                stopped = self.api.wait("pods gone", gone, grace + STOP_MARGIN_S, poll_s=POLL_S)
+                for listed in self.api.follow_pods(labels[m.APP], labels[m.ENV], slots=slots,
+                                                   until=time.monotonic() + grace + STOP_MARGIN_S):
+                    alive = {p["metadata"]["uid"]: p for p in listed if p["metadata"]["uid"] in uids}
+                    last.update(alive)
+                    for uid in [u for u in uids if u not in alive]:
+                        pod = uids.pop(uid)
+                        if uid in mine:
+                            records.submit(self._record, pod, last.get(uid), time.monotonic() - began, why)
+                    if not uids:
+                        return
         finally:
             with _LOCK:
                 _RECORDING.difference_update(mine)
-        if not stopped:
-            raise TemporaryError(f"{len(uids)} pod(s) still stopping after {grace + STOP_MARGIN_S:g}s",
-                                 hint="the node may be unreachable; check `kubectl get pods` and the kubelet")
+        raise TemporaryError(f"{len(uids)} pod(s) still stopping after {grace + STOP_MARGIN_S:g}s",
+                             hint="the node may be unreachable; check `kubectl get pods` and the kubelet")
 
     def follow(self, pods: list[dict[str, Any]], *, why: str, began: float, then: Callable[[], None]) -> None:
         """``wait_gone`` in a thread of its own, then ``then`` (e.g. deleting what only they used).

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlparse
 
 from cairn.errors import CairnError, NotFound, PermanentError, TemporaryError
 from cairn.revision import Revision
-from cairn.runtime import EnvRef
+from cairn.runtime import EnvRef, Instance
 from cairn.runtimes.local import cgroups, events, logs, netns, traffic
 from cairn.runtimes.local.node import Node
 from cairn.runtimes.local.state import EnvDir
@@ -107,6 +107,11 @@ class Handler(BaseHTTPRequestHandler):
             revision = Revision.model_validate(body["revision"])
             node.ensure(env, body["slots"], revision, body.get("secrets") or {}, bool(body.get("replace_failed")), body.get("order"))
             return {"ok": True}
+        if path == "/observe_slots" and env:
+            unless = body.get("unless")
+            found = node.observe_slots(env, body["slots"], None if unless is None else [Instance.from_dict(i) for i in unless],
+                                       float(body.get("wait_s") or 0.0))
+            return [i.to_dict() for i in found]
         if path == "/terminate" and env:
             node.terminate(env, body["slots"])
             return {"ok": True}

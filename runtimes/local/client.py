@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import httpx
 
 from cairn import errors
 from cairn.revision import Revision
-from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase
+from cairn.runtime import EnvRef, Event, ExecResult, Instance
 from cairn.runtimes.local import enter
 from cairn.runtimes.local.state import default_state_dir
 
@@ -33,18 +35,29 @@ def _env(env: EnvRef) -> dict[str, str]:
 class LocalRuntime:
     """The local runtime. ``autostart`` starts the agent on first use when it is not running."""
 
-    poll_s = 0.05  # a health wait's read interval: a local socket call of a few milliseconds
+    poll_s = 0.05  # a health wait's read interval, when it cannot long-poll (see observe_slots)
+    long_poll = True  # observe_slots(..., unless=, wait_s=) answers as soon as the instances change
 
     def __init__(self, state_dir: Path | str | None = None, *, autostart: bool = False) -> None:
         self.state_dir = default_state_dir(state_dir)
         self.autostart = autostart
         self.socket = self.state_dir / "agent.sock"
+        self._shared: httpx.Client | None = None
+        self._shared_lock = threading.Lock()
 
     def _client(self, timeout: float | None) -> httpx.Client:
-        # A unix socket carries no TLS: verify=False spares loading the CA bundle (~0.1-0.4 s per
-        # call, on every observe of a health wait).
+        # A unix socket carries no TLS: verify=False spares loading the CA bundle (~0.1-0.4 s).
         transport = httpx.HTTPTransport(uds=str(self.socket), verify=False)
         return httpx.Client(transport=transport, base_url="http://cairn-agent", timeout=timeout)
+
+    def _requests(self) -> httpx.Client:
+        """One client for every call of this runtime (httpx's clients may be shared by threads):
+        a new one per call built an SSL context each time, a few ms on every read of a health wait.
+        The agent speaks HTTP/1.0, so each request still has a connection of its own."""
+        with self._shared_lock:
+            if self._shared is None:
+                self._shared = self._client(30)
+            return self._shared
 
     def _unreachable(self, exc: Exception) -> errors.TemporaryError:
         return errors.TemporaryError(
@@ -59,8 +72,7 @@ class LocalRuntime:
 
             start_agent(self.state_dir)
         try:
-            with self._client(timeout) as client:
-                response = client.request(method, path, params=params, json=body)
+            response = self._requests().request(method, path, params=params, json=body, timeout=timeout)
         except (httpx.TransportError, OSError) as exc:
             raise self._unreachable(exc) from None
         data = response.json()
@@ -79,11 +91,24 @@ class LocalRuntime:
         self._call("POST", "/ensure", body=body, timeout=None)
 
     def observe(self, env: EnvRef) -> list[Instance]:
-        rows = self._call("GET", "/observe", params=_env(env))
-        return [
-            Instance(**{**row, "phase": Phase(row["phase"]), "ports": {int(k): v for k, v in row["ports"].items()}})
-            for row in rows
-        ]
+        return [Instance.from_dict(row) for row in self._call("GET", "/observe", params=_env(env))]
+
+    def observe_slots(self, env: EnvRef, slots: Sequence[int], *, unless: Sequence[Instance] | None = None,
+                      wait_s: float = 0.0) -> list[Instance]:
+        """The slots' instances, sorted by slot. With ``unless`` and ``wait_s``, a long poll: the agent
+        answers once they differ from ``unless`` (the kernel tells it of every file its shims write),
+        or after ``wait_s``: a health wait learns of readiness at once, with one request per change
+        instead of one every ``poll_s``."""
+        body = {"env": _env(env), "slots": list(slots), "wait_s": wait_s,
+                "unless": None if unless is None else [i.to_dict() for i in unless]}
+        try:
+            rows = self._call("POST", "/observe_slots", body=body, timeout=wait_s + 30)
+        except errors.NotFound:
+            # An agent started before this version (instances outlive agent upgrades): plain reads.
+            if unless is not None and wait_s > 0:
+                time.sleep(min(wait_s, self.poll_s))
+            return [i for i in self.observe(env) if i.slot in set(slots)]
+        return [Instance.from_dict(row) for row in rows]
 
     def events(self, env: EnvRef, *, instance: str | None = None, since: float | None = None) -> list[Event]:
         params: dict[str, Any] = _env(env)

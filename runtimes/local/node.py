@@ -26,12 +26,16 @@ from cairn import packages
 from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, ExecResult, Instance, Phase
-from cairn.runtimes.local import cgroups, enter, events, images, netns
+from cairn.runtimes.local import cgroups, enter, events, images, netns, watch
 from cairn.runtimes.local.balancer import Balancer
 from cairn.runtimes.local.state import RETIRING, EnvDir, alive, all_instance_dirs, read_json, retiring, write_json
 
 SHIM_START_TIMEOUT_S = 15.0
 STOP_MARGIN_S = 15.0
+MAX_LONG_POLL_S = 60.0  # a long poll holds one of the agent's threads: bounded whatever the caller asks
+# A long poll re-reads at least this often without a file change: a shim that died without a
+# word (SIGKILL) turns its instance failed through /proc, which inotify does not see.
+RECHECK_S = 0.5
 
 
 def backoff_base() -> float:
@@ -52,6 +56,7 @@ class Node:
         # grace period): a batch waits for its new instances, not for the old ones to go.
         self._retirer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="retire")
         self._retiring: dict[Path, Future[None]] = {}
+        self._watcher: watch.Watcher | None = None  # made by the first long poll: a purge needs none
 
     def _env_lock(self, env: EnvRef) -> threading.Lock:
         with self._alloc:
@@ -79,6 +84,25 @@ class Node:
     def observe(self, env: EnvRef) -> list[Instance]:
         found = (self._instance(d) for d in EnvDir.of(self.state, env).instances() if not retiring(d))
         return sorted((i for i in found if i is not None), key=lambda i: i.slot)
+
+    def observe_slots(self, env: EnvRef, slots: Sequence[int], unless: Sequence[Instance] | None = None,
+                      wait_s: float = 0.0) -> list[Instance]:
+        """The slots' instances, sorted by slot. With ``unless``, a long poll: answer once they differ
+        from it (the kernel reports each file the shims write), or after ``wait_s``."""
+        envdir = EnvDir.of(self.state, env)
+
+        def watched() -> list[Path]:  # where a change of the slots shows: their live directories and the folder of all
+            live = (envdir.live(env.instance(s)) for s in sorted(set(slots)))
+            return [envdir.root / "instances", *(d for d in live if d is not None)]
+
+        def read(directories: list[Path]) -> list[Instance]:
+            return sorted((i for i in map(self._instance, directories[1:]) if i is not None), key=lambda i: i.slot)
+
+        if unless is None:
+            return read(watched())
+        with self._alloc:
+            watcher = self._watcher = self._watcher or watch.Watcher()
+        return watcher.until_changed(watched, read, sorted(unless, key=lambda i: i.slot), min(wait_s, MAX_LONG_POLL_S), RECHECK_S)
 
     def _dir(self, env: EnvRef, name: str) -> Path:
         directory = EnvDir.of(self.state, env).live(name)
@@ -219,7 +243,7 @@ class Node:
 
     def _ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, image: images.Image,
                 secrets: Mapping[str, str], replace_failed: bool, order: str | None) -> None:
-        current = {i.slot: i for i in self.observe(env)}
+        current = {i.slot: i for i in self.observe_slots(env, slots)}
         replace: list[int] = []
         create: list[int] = []
         for slot in slots:

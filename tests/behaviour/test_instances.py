@@ -99,3 +99,58 @@ def test_code_package_is_unpacked_into_the_deploy_root(runtime: Harness) -> None
     result = runtime.runtime.exec(env, instances[0].name, ["sh", "-c", "pwd; ls /acs/code"], user="tester")
     assert result.stdout.split() == ["/acs/code", "VERSION", "app.py"]
     assert any(e.reason == "Unpacked" for e in runtime.runtime.events(env))
+
+
+def test_a_predecessor_left_behind_by_a_cut_short_replacement_goes_at_the_next_ensure(runtime: Harness) -> None:
+    """Kubernetes replaces a pod by taking it out of the Service, creating its replacement, then
+    deleting it after the drain: a process that ends in between leaves the old pod running, out of
+    the Service. The environment's next ensure, of any batch, deletes it."""
+    if runtime.kind != "kubernetes":
+        pytest.skip("kubernetes-only: the local agent keeps its replacements in its own state (runtimes/local/state.py)")
+    import time
+
+    from cairn.runtimes.kubernetes import manifests as m
+
+    env = runtime.env("stray")
+    runtime.ensure(env, [0, 1], runtime.revision(env, "v1"))
+    runtime.wait_ready(env, 2)
+    api = runtime.runtime.api  # type: ignore[attr-defined]
+    v2 = runtime.revision(env, "v2")
+    # What the process left: slot 0's v1 pod out of the Service and its v2 replacement beside it.
+    [old] = api.pods(env.app, env.environment, slots=[0])
+    api.label(old["metadata"]["name"], {m.SERVING: "false"})
+    api.create_pod(m.pod(v2, 0, api.namespace, defaults=api.pod_defaults()))
+    shown = runtime.wait(env, lambda i: len(i) == 2 and i[0].revision == v2.digest, 30, "slot 0 shown as its replacement")
+    assert shown[1].revision != v2.digest
+
+    runtime.ensure(env, [1], v2)  # another batch
+    deadline = time.monotonic() + 30
+    while old["metadata"]["uid"] in {p["metadata"]["uid"] for p in api.pods(env.app, env.environment)} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert old["metadata"]["uid"] not in {p["metadata"]["uid"] for p in api.pods(env.app, env.environment)}, "the stray was not deleted"
+    ready = runtime.wait_ready(env, 2)
+    assert [i.revision for i in ready] == [v2.digest, v2.digest]
+
+
+def test_observe_answers_from_a_watch_that_shows_others_changes_and_this_process_writes(runtime: Harness) -> None:
+    """The kubernetes runtime reads pods from a watch it keeps per environment (informer.py):
+    what someone else does shows up, and what this process just did is never missing."""
+    if runtime.kind != "kubernetes":
+        pytest.skip("kubernetes-only: the local agent answers from its own state")
+    env = runtime.env("watch")
+    v1 = runtime.revision(env, "v1")
+    runtime.ensure(env, [0, 1], v1)
+    runtime.wait_ready(env, 2)
+    rt = runtime.runtime
+    api = rt.api  # type: ignore[attr-defined]
+
+    [theirs] = api.pods(env.app, env.environment, slots=[1])
+    api.delete("Pod", theirs["metadata"]["name"], grace_s=0)  # someone else, e.g. kubectl delete
+    runtime.wait(env, lambda i: [x.slot for x in i] == [0], 30, "slot 1's pod gone, as the API says")
+
+    v2 = runtime.revision(env, "v2")
+    for _ in range(3):  # read-your-writes: each replacement is in the very next observation
+        runtime.ensure(env, [0, 1], v2 if _ % 2 == 0 else v1)
+        wanted = (v2 if _ % 2 == 0 else v1).digest
+        assert [i.revision for i in rt.observe(env)] == [wanted, wanted]
+    assert rt._cache(env).running, "the observations came from the watch, not from lists"  # type: ignore[attr-defined]

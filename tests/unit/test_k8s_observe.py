@@ -6,7 +6,7 @@ from typing import Any
 
 from cairn.runtime import Phase
 from cairn.runtimes.kubernetes import manifests as m
-from cairn.runtimes.kubernetes.observe import classify, instance, sort_key, status_events, to_event
+from cairn.runtimes.kubernetes.observe import classify, current, instance, sort_key, status_events, to_event
 
 T0 = "2026-01-01T00:00:00Z"
 NOW = 1767225600.0  # T0 as epoch seconds
@@ -96,3 +96,26 @@ def test_events_map_reasons_enrich_post_start_and_sort_by_second_then_storage_or
     assert sorted([pulled, scheduled], key=sort_key) == [scheduled, pulled], "the scheduler's microseconds do not reorder a second"
     repeated = {**hook, "reason": "Unhealthy", "count": 5}
     assert to_event(repeated, {}).message.endswith("(x5)")
+
+
+def slot_pod(name: str, created: str, *, deleting: bool = False, leaving: bool = False) -> dict[str, Any]:
+    labels = {m.SLOT: "1", m.SERVING: "false" if leaving else "true"}
+    meta: dict[str, Any] = {"name": name, "labels": labels, "creationTimestamp": created}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    return {"metadata": meta}
+
+
+def test_the_slots_pod_is_neither_being_deleted_nor_leaving_the_service_else_the_newest() -> None:
+    old, new = "2026-01-01T00:00:00Z", "2026-01-01T00:00:09Z"
+    # (pods in the slot, the one that is the slot's)
+    table = [
+        ([slot_pod("a", old), slot_pod("b", new)], "b"),                       # two live: the newer
+        ([slot_pod("a", new, leaving=True), slot_pod("b", old)], "b"),         # the drained one is on its way out, even if newer
+        ([slot_pod("a", old), slot_pod("b", new, deleting=True)], "a"),        # a terminating one never wins over a live one
+        ([slot_pod("a", old, deleting=True), slot_pod("b", new, deleting=True)], "b"),
+        ([slot_pod("a", old, leaving=True)], "a"),                             # alone, a leaving pod is still the slot's
+    ]
+    for pods, expected in table:
+        assert [p["metadata"]["name"] for p in current(pods)] == [expected], pods
+        assert [p["metadata"]["name"] for p in current(pods[::-1])] == [expected], "order of the list does not matter"

@@ -118,3 +118,29 @@ def test_a_slot_being_replaced_has_a_live_and_a_retiring_generation(tmp_path: Pa
     assert envdir.generations("shop-production-1") == [first, second]
     assert envdir.live("shop-production-1") == second
     assert envdir.fresh("shop-production-1").name == "shop-production-1~2"
+
+
+def test_the_watcher_wakes_a_waiter_on_a_status_write_and_not_otherwise(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from cairn.runtimes.local.state import write_json
+    from cairn.runtimes.local.watch import Watcher
+
+    watcher = Watcher()
+    assert watcher.live, "inotify is available on Linux"
+    instance, other = tmp_path / "a", tmp_path / "b"
+    instance.mkdir()
+    other.mkdir()
+    watcher.watch([instance])
+    seen = watcher.count([instance])
+    write_json(other / "status.json", {"phase": "running"})  # not watched: no wake-up
+    began = time.monotonic()
+    watcher.wait([instance], seen, 0.3)
+    assert time.monotonic() - began >= 0.3 and watcher.count([instance]) == seen
+
+    writer = threading.Thread(target=write_json, args=(instance / "status.json", {"phase": "running"}))
+    writer.start()
+    watcher.wait([instance], seen, 30)  # returns with the write's rename, not after 30 s
+    writer.join()
+    assert watcher.count([instance]) != seen
