@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -143,13 +144,14 @@ def main() -> int:
     args = parser.parse_args()
     global START_DELAY_S
     START_DELAY_S = args.start_delay
-    setup()
+    home = setup()
     try:
         ratios = overhead(args.rounds) if args.only in (None, "overhead") else []
         hot = approval_latency(600, args.rounds) if args.only in (None, "approval") else []
         cold = approval_latency(0, args.rounds) if args.only in (None, "approval") else []
     finally:
         teardown()
+        shutil.rmtree(home, ignore_errors=True)  # as the docstring says: ~10 MB of database and logs a run
     if ratios:
         print(f"orchestration overhead (app start delay {START_DELAY_S}s): median {statistics.median(ratios):.3f} "
               f"(max {max(ratios):.3f}); goal <= 1.10")

@@ -222,8 +222,9 @@ FLOWS = {
 def default_max_running() -> int:
     """Flow runs (orders, rollbacks, retries, builds) running at once when none is set: each is a
     Python process using CPU while it runs (a paused one uses none), so the cores set the limit.
-    Five per core: on 2 cores, 50 orders at once thrashed the machine (load 150-240) and failed
-    where 10 at a time complete. ``CAIRN_MAX_RUNNING`` or ``cairn up --max-running`` sets another."""
+    Five per core: on 2 cores, 50 orders started at once drove the load to 50-240 and some failed
+    on the server's 503s; 10 at a time, all 50 complete (bench/RESULTS.md, issue 11 item 2).
+    ``CAIRN_MAX_RUNNING`` or ``cairn up --max-running`` sets another."""
     return int(os.environ.get("CAIRN_MAX_RUNNING") or 5 * (os.cpu_count() or 2))
 
 

@@ -251,3 +251,43 @@ def test_suspended_order_resumes_after_server_worker_and_agent_restart(platform:
     assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
     after = {i.slot: i.started_at for i in t.runtime.observe(t.env) if i.slot in (0, 1)}
     assert after == first_batch, "the completed batch was not redone"
+
+
+
+def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_limit(platform: str, tmp_path: Path) -> None:
+    """The work pool's concurrency limit (`cairn up --max-running`): an order beyond it waits,
+    pending, while another runs, then runs; a limit changed in Prefect (UI or CLI) is kept."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    from cairn.deployments import actions, platform as plat
+
+    with get_client(sync_client=True) as client:
+        before = client.read_work_pool(plat.WORK_POOL).concurrency_limit
+    assert before == plat.default_max_running()
+    first, second = register(tmp_path, instances=6), register(tmp_path, instances=2)
+    try:
+        plat.ensure_deployments(max_running=1)  # what `cairn up --max-running 1` does
+        slow = create(first, "v1", 6, PauseMode.NONE)  # six batches: seconds of deploying
+        wait(slow, Status.DEPLOYING, Status.COMPLETED, Status.FAILED)
+        queued = create(second, "v1", 1, PauseMode.NONE)
+        seen: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            now = (actions.show(slow)["status"], actions.show(queued)["status"])
+            seen.append(now)
+            if all(s in ("completed", "failed") for s in now):
+                break
+            time.sleep(0.2)  # sampling what happens along the way, not waiting on one condition
+        assert seen[-1] == ("completed", "completed"), seen
+        assert ("deploying", "pending") in seen and ("deploying", "deploying") not in seen, seen
+
+        with get_client(sync_client=True) as client:
+            client.update_work_pool(plat.WORK_POOL, WorkPoolUpdate(concurrency_limit=3))  # as in the UI
+        plat.ensure_deployments()  # `cairn up` again
+        with get_client(sync_client=True) as client:
+            assert client.read_work_pool(plat.WORK_POOL).concurrency_limit == 3
+    finally:
+        plat.ensure_deployments(max_running=before)
