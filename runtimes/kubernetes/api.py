@@ -109,14 +109,13 @@ class Api:
         the request itself when a batch writes 30 pods at once."""
         return bytes(call(*args, _preload_content=False, _request_timeout=TIMEOUT_S, **kwargs).data)
 
-    def pods(self, app: str, environment: str, *, slots: list[int] | None = None, leaving: bool = False) -> list[dict[str, Any]]:
-        """The environment's pods (only ``slots``'; only those cairn took out of the Service if ``leaving``)."""
-        return self._pods(app, environment, slots, leaving)[0]
+    def pods(self, app: str, environment: str, *, slots: list[int] | None = None) -> list[dict[str, Any]]:
+        """The environment's pods (only ``slots``'), sorted by slot."""
+        return self._pods(app, environment, slots)[0]
 
-    def _pods(self, app: str, environment: str, slots: list[int] | None,
-              leaving: bool = False) -> tuple[list[dict[str, Any]], str]:
+    def _pods(self, app: str, environment: str, slots: list[int] | None) -> tuple[list[dict[str, Any]], str]:
         """The pods, sorted by slot, and the list's resourceVersion (where a watch of them starts)."""
-        selector = _pod_selector(app, environment, slots) + (f",{m.SERVING}=false" if leaving else "")
+        selector = _pod_selector(app, environment, slots)
         with edge(f"listing pods of {app}/{environment}"):
             listed = self._json(self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         items = sorted(listed["items"], key=lambda p: int(p["metadata"]["labels"].get(m.SLOT, "0")))

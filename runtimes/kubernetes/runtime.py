@@ -8,7 +8,6 @@ import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 from cairn import packages
@@ -99,9 +98,7 @@ class KubernetesRuntime:
         def retire() -> None:
             settle()
             self._record_pre_stops(stopping)
-            with _pool(len(stopping)) as deleting:
-                list(deleting.map(self._delete_one, stopping))
-            self._cache(env).expect(deleted=[p["metadata"]["uid"] for p in stopping])
+            self._delete_all(stopping)
 
         with _pool(len(new) + 1) as workers:
             created = [workers.submit(self.api.create_pod, p) for p in new.values() if p["metadata"]["name"] not in held]
@@ -197,9 +194,9 @@ class KubernetesRuntime:
 
     def observe_slots(self, env: EnvRef, slots: Sequence[int], *, unless: Sequence[Instance] | None = None,
                       wait_s: float = 0.0) -> list[Instance]:
-        """``observe`` narrowed to ``slots`` by label selector: waiting on a batch of 30 reads 30 pods,
-        not 300. With ``unless`` and ``wait_s``, a long poll: the slots are watched until what they
-        show differs from ``unless`` or ``wait_s`` passes, then the observation is returned."""
+        """``observe`` narrowed to ``slots``. With ``unless`` and ``wait_s``, a long poll: the slots are
+        watched (by label selector) until what they show differs from ``unless`` or ``wait_s``
+        passes, then the observation is returned."""
         wanted = sorted(set(slots))
         if unless is None or wait_s <= 0:
             return self._instances(current(self._pods(env, wanted)))
@@ -318,6 +315,10 @@ class KubernetesRuntime:
     def _delete(self, pods: list[dict[str, Any]], *, why: str, grace_s: int | None = None) -> None:
         if grace_s != 0:  # a pod that never started (admission failed) takes no traffic and runs no PreStop
             self._before_delete(pods, why=why)
+        self._delete_all(pods, grace_s)
+
+    def _delete_all(self, pods: list[dict[str, Any]], grace_s: int | None = None) -> None:
+        """Delete ``pods`` at once; this process's pod caches then wait to see them go (read-your-writes)."""
         with _pool(len(pods)) as workers:
             list(workers.map(lambda p: self._delete_one(p, grace_s), pods))
         for key in {(p["metadata"]["labels"][m.APP], p["metadata"]["labels"][m.ENV]) for p in pods}:
