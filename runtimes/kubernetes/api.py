@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
-from cairn.errors import NotFound, PermanentError, TemporaryError
+from cairn.errors import PermanentError, TemporaryError
 from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.errors import edge
 
@@ -120,6 +120,13 @@ class Api:
             listed = self._json(self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         items = sorted(listed["items"], key=lambda p: int(p["metadata"]["labels"].get(m.SLOT, "0")))
         return items, listed["metadata"]["resourceVersion"]
+
+    def any_pod_stopping(self) -> bool:
+        """Whether any of cairn's pods in the namespace is being deleted: its node's resources are
+        about to be free."""
+        with edge("listing stopping pods"):
+            listed = self._json(self.core.list_namespaced_pod, self.namespace, label_selector=m.APP)
+        return any(p["metadata"].get("deletionTimestamp") for p in listed["items"])
 
     def follow_pods(self, app: str, environment: str, *, slots: list[int] | None, until: float) -> Iterator[list[dict[str, Any]]]:
         """The pods (as ``pods`` returns them) now, then again after every change, and at least every

@@ -16,6 +16,7 @@ from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase
 from cairn.config import ServiceType
 from cairn.runtimes.kubernetes import health, manifests as m, stream
+from cairn.runtimes.kubernetes.admission import admit, hint
 from cairn.runtimes.kubernetes.api import Api, pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
@@ -25,9 +26,6 @@ from cairn.runtimes.kubernetes.observe import (Verdict, classify, current, insta
                                                status_events, to_event)
 
 DEFAULT_NAMESPACE = "cairn"
-ADMIT_TIMEOUT_S = 60.0
-MOUNT_CHECK_S = 0.5  # how often admission looks for FailedMount events while pods wait for volumes
-RESTORE_AFTER_S = 1.0  # a pod recreated after a stray delete shows up in the watch well within this
 RECENT_S = 120.0  # a background clean-up spares Secrets and ConfigMaps younger than this
 
 
@@ -108,7 +106,7 @@ class KubernetesRuntime:
                 self.stops.wait_gone(list(held.values()), why=why, began=began)
                 self._cache(env).expect(created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
             # Admission is watched while the old pods drain and their deletes go out.
-            problems = self._admit(env, new, revision)
+            problems = admit(self.api, self._cache(env), env, new, revision)
             retiring.result()
         rest = [p for p in stopping if p["metadata"]["name"] not in held]
         if rest:  # ensure does not wait for them: the new pods start while they stop
@@ -120,7 +118,7 @@ class KubernetesRuntime:
                         if p["metadata"]["name"] in problems], grace_s=0)
             self._collect_garbage(env)
             first = next(iter(problems.values()))
-            raise PermanentError(f"{len(problems)} instance(s) cannot start: {first}", hint=_hint(first))
+            raise PermanentError(f"{len(problems)} instance(s) cannot start: {first}", hint=hint(first))
         if any(_references(p) for p in held.values()):
             self._collect_garbage(env)
 
@@ -134,59 +132,6 @@ class KubernetesRuntime:
                 f"packages up to {m.PACKAGE_LIMIT // 1024} KiB (a ConfigMap)",
                 hint="ship a smaller package, or bake large dependencies into the image")
         return data
-
-    def _admit(self, env: EnvRef, new: dict[int, dict[str, Any]], revision: Revision) -> dict[str, str]:
-        """Wait until each new pod is past scheduling, volumes and image resolution, so an image that
-        is not there, an unschedulable pod or an unusable host path fails ensure itself, with the
-        cluster's reason. Readiness is not waited for (that is observe's). Watched, not polled."""
-        pending = {p["metadata"]["name"]: p for p in new.values()}
-        names = set(pending)
-        problems: dict[str, str] = {}
-        restored: dict[str, float] = {}
-        looked: dict[str, tuple[str, int]] = {}
-        mounts_checked = began = time.monotonic()
-        for listed in self.api.follow_pods(env.app, env.environment, slots=sorted(new), until=began + ADMIT_TIMEOUT_S):
-            # Predecessors still there (being deleted, or about to be) hold their node's resources:
-            # a replacement that does not fit yet is scheduled once they are gone, so only then is
-            # Unschedulable a verdict.
-            freeing = any(p["metadata"]["name"] not in names for p in listed)
-            now = time.monotonic()
-            for name in set(pending) - {p["metadata"]["name"] for p in listed}:
-                # Deleted by someone else before it started (a stale delete of its predecessor's
-                # name, as kwok sends): the slot is still ours to fill.
-                if now - restored.get(name, 0.0) > RESTORE_AFTER_S:
-                    restored[name] = now
-                    self._cache(env).expect(created=[self.api.create_pod(pending[name])])
-            for pod in listed:
-                name = pod["metadata"]["name"]
-                # A batch of 100 brings ~100 watch events, each a view of all 100 pods: a pod is
-                # looked at again when it changed, or once a second (some verdicts come with time).
-                judged = (pod["metadata"]["resourceVersion"], int(now))
-                if name not in pending or looked.get(name) == judged:
-                    continue
-                looked[name] = judged
-                verdict = classify(pod, time.time())
-                if verdict.phase is Phase.FAILED or (verdict.reason or "").startswith("Unschedulable") and not freeing:
-                    problems[name] = verdict.reason or "failed"
-                    pending.pop(name)
-                elif verdict.phase is not Phase.PENDING or verdict.reason == "unpacking the code package" and _init_started(pod):
-                    pending.pop(name)
-            # A host path fails to mount in seconds, not milliseconds, and only pods with host
-            # paths can fail so: the events list (the namespace's, filtered by the API server) is
-            # costly once it holds thousands of events.
-            if pending and revision.spec.dirs and now - mounts_checked > MOUNT_CHECK_S:
-                mounts_checked = now
-                for event in self.api.events(reason="FailedMount"):
-                    name = event["involvedObject"]["name"]
-                    said = event.get("message", "")
-                    found = re.search(r'volume "dir-(\d+)"', said)
-                    if name in pending and found:
-                        d = revision.spec.dirs[int(found.group(1))]
-                        problems[name] = f"dirs[{found.group(1)}]: host path {d.host_path} for {d.path} cannot be mounted: {said}"
-                        pending.pop(name)
-            if not pending:
-                break
-        return problems
 
     # --- observe ----------------------------------------------------------------------------
     def observe(self, env: EnvRef) -> list[Instance]:
@@ -388,17 +333,3 @@ def _references(pod: dict[str, Any]) -> bool:
     spec = pod["spec"]
     return bool([v for v in spec.get("volumes") or [] if "configMap" in v or "secret" in v]
                 or [e for c in spec["containers"] for e in c.get("env") or [] if "valueFrom" in e])
-
-
-def _init_started(pod: dict[str, Any]) -> bool:
-    return any("running" in (c.get("state") or {}) for c in pod.get("status", {}).get("initContainerStatuses") or [])
-
-
-def _hint(reason: str) -> str:
-    if "image" in reason and "not present" in reason:
-        return "import the image on the nodes (ctr -n k8s.io images import) or push it to a registry the nodes can pull from"
-    if reason.startswith("Unschedulable"):
-        return "lower cpu/memory, add nodes, or fix the namespace's pod defaults (nodeSelector, tolerations)"
-    if "host path" in reason:
-        return "pick a host_path the kubelet can create as a directory on the node"
-    return "fix the environment's configuration, then release again"

@@ -77,7 +77,7 @@ class Harness:
                  package_digest: str | None = None, **spec: Any) -> Revision:
         """A demo-app revision with short probe periods and grace, overridden by ``spec``."""
         base: dict[str, Any] = {
-            "cluster": self.cluster, "image": "cairn/demo-app:v1", "instances": 2, "cpu": 0.5, "memory_mb": 128,
+            "cluster": self.cluster, "image": "cairn/demo-app:v1", "instances": 2, "cpu": 0.1, "memory_mb": 128,
             "ports": [{"container_port": 8080}],
             "health_check": {"http": {"port": 8080, "path": "/healthz"}, "period_s": 0.5, "timeout_s": 1, "failure_threshold": 8},
             "lifecycle": {"termination_grace_period_s": 2},
