@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from cairn.revision import Revision
-from cairn.runtime import EnvRef, Phase
+from cairn.runtime import Phase
 from cairn.runtimes.kubernetes.api import Api
 from cairn.runtimes.kubernetes.informer import PodCache
 from cairn.runtimes.kubernetes.observe import classify
@@ -29,17 +30,19 @@ RESTORE_AFTER_S = 1.0  # a pod recreated after a stray delete shows up in the wa
 RESCHEDULE_S = 10.0
 
 
-def admit(api: Api, cache: PodCache, env: EnvRef, new: dict[int, dict[str, Any]], revision: Revision) -> dict[str, str]:
+def admit(api: Api, cache: PodCache, following: Iterator[list[dict[str, Any]]], new: dict[int, dict[str, Any]],
+          revision: Revision) -> dict[str, str]:
     """Wait until each of the ``new`` pods (by slot, just created) is past scheduling, volumes and
     image resolution; returns the pods that cannot start, by name, with the cluster's reason.
-    Readiness is not waited for (that is observe's). Watched, not polled."""
+    Readiness is not waited for (that is observe's). ``following`` hands out the new pods' slots'
+    pods after each change, until ADMIT_TIMEOUT_S passes: watched, not polled."""
     pending = {p["metadata"]["name"]: p for p in new.values()}
     names = set(pending)
     problems: dict[str, str] = {}
     restored: dict[str, float] = {}
     looked: dict[str, tuple[str, int]] = {}
     unschedulable: dict[str, str] = {}  # pending pods the scheduler last found no room for, and why
-    mounts_checked = began = time.monotonic()
+    mounts_checked = time.monotonic()
     freed = looked_around = float("-inf")
 
     def room_coming(now: float) -> bool:
@@ -50,7 +53,7 @@ def admit(api: Api, cache: PodCache, env: EnvRef, new: dict[int, dict[str, Any]]
                 freed = now
         return now - freed < RESCHEDULE_S
 
-    for listed in api.follow_pods(env.app, env.environment, slots=sorted(new), until=began + ADMIT_TIMEOUT_S):
+    for listed in following:
         now = time.monotonic()
         # Room is being freed while predecessors are still there (being deleted, or about to be)
         # or, looked for once a pod is found unschedulable, any pod of the namespace is stopping.

@@ -11,6 +11,9 @@ A cache is observed state, only older. Two rules keep it as good as a fresh read
   read waits until the watch has shown those (a created pod's uid seen, a deleted one gone or
   marked deleted), so the next step never acts on a view from before the last batch. What others change
   arrives within the watch's latency (milliseconds), as it would between two fresh reads.
+- **Waiting costs nothing.** ``follow`` hands out the pods of some slots again only once one of
+  them changed (or a second passed): a health wait or an admission then needs no list and no
+  watch of its own per batch, and wakes once per change of its own pods, not of all 1,000.
 - **Never worse than a list.** The first read is a list. A cache that is not synced within
   ``SYNC_TIMEOUT_S``, whose watch failed, or that was idle for ``IDLE_S`` (its thread ends) is
   not used: the caller lists instead, and the next read starts a new cache.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cairn.runtimes.kubernetes import manifests as m
@@ -29,6 +32,7 @@ from cairn.runtimes.kubernetes.api import Api, Expired
 IDLE_S = 60.0  # a cache nobody read for this long stops watching
 WATCH_S = 5.0  # one watch request's length: the idle check runs between them
 SYNC_TIMEOUT_S = 10.0  # how long a read waits for the watch to show this process's own writes
+TICK_S = 1.0  # ``follow`` hands out the pods at least this often, changed or not (some verdicts come with time)
 
 
 class PodCache:
@@ -39,6 +43,9 @@ class PodCache:
         self._created: set[str] = set()  # expected: uids of pods this process created
         self._deleted: set[str] = set()  # expected: uids of pods this process deleted
         self._cond = threading.Condition()
+        self._tick = 0  # counts every change the watch brought
+        self._changed: dict[str, int] = {}  # slot label -> the tick of its last change
+        self._relisted = 0  # the tick of the last list: every slot may have changed then
         self._synced = False
         self._running = True
         self._used = time.monotonic()
@@ -69,6 +76,27 @@ class PodCache:
             found = [p for p in self._pods.values() if wanted is None or p["metadata"]["labels"].get(m.SLOT) in wanted]
         return sorted(found, key=lambda p: int(p["metadata"]["labels"].get(m.SLOT, "0")))
 
+    def follow(self, slots: Iterable[int], until: float) -> Iterator[list[dict[str, Any]] | None]:
+        """The pods of ``slots`` (as ``pods`` returns them) now, then again each time one of them
+        changed, and at least every ``TICK_S``, until the monotonic deadline ``until``. ``None``
+        once the cache cannot say: the caller follows them otherwise from there."""
+        wanted = {str(s) for s in slots}
+        seen = -1
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._running or self._changed_since(seen, wanted),
+                                    max(0.0, min(TICK_S, until - time.monotonic())))
+                seen = self._tick
+            found = self.pods(int(s) for s in wanted)
+            yield found
+            if found is None or time.monotonic() >= until:
+                return
+
+    def _changed_since(self, tick: int, slots: set[str]) -> bool:
+        if self._relisted > tick:
+            return True
+        return any(self._changed.get(s, 0) > tick for s in slots)
+
     def _caught_up(self) -> bool:
         if not self._created <= self._seen:
             return False
@@ -83,6 +111,8 @@ class PodCache:
                     self._pods = {p["metadata"]["uid"]: p for p in listed}
                     self._seen.update(self._pods)
                     self._synced = True
+                    self._tick += 1
+                    self._relisted = self._tick
                     self._cond.notify_all()
                 try:
                     while self._wanted():
@@ -111,4 +141,6 @@ class PodCache:
             else:
                 self._pods[uid] = pod
             self._seen.add(uid)
+            self._tick += 1
+            self._changed[pod["metadata"]["labels"].get(m.SLOT, "")] = self._tick
             self._cond.notify_all()

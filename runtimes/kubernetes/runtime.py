@@ -16,7 +16,7 @@ from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase
 from cairn.config import ServiceType
 from cairn.runtimes.kubernetes import health, manifests as m, stream
-from cairn.runtimes.kubernetes.admission import admit, hint
+from cairn.runtimes.kubernetes.admission import ADMIT_TIMEOUT_S, admit, hint
 from cairn.runtimes.kubernetes.api import Api, pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
@@ -106,7 +106,8 @@ class KubernetesRuntime:
                 self.stops.wait_gone(list(held.values()), why=why, began=began)
                 self._cache(env).expect(created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
             # Admission is watched while the old pods drain and their deletes go out.
-            problems = admit(self.api, self._cache(env), env, new, revision)
+            problems = admit(self.api, self._cache(env), self._follow(env, sorted(new), time.monotonic() + ADMIT_TIMEOUT_S),
+                             new, revision)
             retiring.result()
         rest = [p for p in stopping if p["metadata"]["name"] not in held]
         if rest:  # ensure does not wait for them: the new pods start while they stop
@@ -147,7 +148,7 @@ class KubernetesRuntime:
             return self._instances(current(self._pods(env, wanted)))
         before = sorted(unless, key=lambda i: i.slot)
         seen: list[Instance] = []
-        for listed in self.api.follow_pods(env.app, env.environment, slots=wanted, until=time.monotonic() + wait_s):
+        for listed in self._follow(env, wanted, until=time.monotonic() + wait_s):
             seen = self._instances(current(listed))
             if seen != before:
                 break
@@ -298,6 +299,16 @@ class KubernetesRuntime:
         if found is None:
             return self.api.pods(env.app, env.environment, slots=None if slots is None else sorted(set(slots)))
         return found
+
+    def _follow(self, env: EnvRef, slots: Sequence[int], until: float) -> Iterator[list[dict[str, Any]]]:
+        """The pods of ``slots`` now, then after each change of theirs, and at least every second,
+        until the monotonic deadline ``until``: from this process's watch of the environment, or a
+        watch of their own when that cannot answer."""
+        for found in self._cache(env).follow(slots, until):
+            if found is None:
+                yield from self.api.follow_pods(env.app, env.environment, slots=sorted(set(slots)), until=until)
+                return
+            yield found
 
     def _delete_one(self, pod: dict[str, Any], grace_s: int | None = None) -> None:
         self.api.delete("Pod", pod["metadata"]["name"], uid=pod["metadata"]["uid"], grace_s=grace_s)
