@@ -12,6 +12,9 @@
   every replica updated and available.
 - cairn: an order of the same size and batches through the kubernetes runtime (private platform),
   pause mode none; time = its flow run, and create -> completed.
+- Both behind a ClusterIP Service on port 8080 (cairn makes its environment's; the bench gives the
+  Rollout the same), or neither with ``--no-service``: the EndpointSlice controller's work at every
+  pod change is part of either's time (bench/k8s_release.py).
 - memory: the controller's RSS (idle, and peak during its rollout) against cairn's platform
   (Prefect server + worker + the flow run process + agent trees; peak during its release).
 Both start from N ready pods of v1 and move them to v2.
@@ -93,10 +96,15 @@ def wait_rollout(instances: int, timeout_s: float = 1800) -> None:
         time.sleep(0.1)
 
 
-def argo(instances: int, batches: int, binary: Path, log: Path) -> dict[str, float]:
+def argo(instances: int, batches: int, binary: Path, log: Path, service: bool = True) -> dict[str, float]:
     kwok.fresh_namespace(CLUSTER, ARGO_NS)
     controller = start_controller(binary, log)
     try:
+        if service:
+            kwok.kubectl(CLUSTER, "apply", "-f", "-", input=json.dumps({
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "bench-argo", "namespace": ARGO_NS},
+                "spec": {"type": "ClusterIP", "selector": {"app": "bench-argo"},
+                         "ports": [{"name": "port-8080", "protocol": "TCP", "port": 8080, "targetPort": 8080}]}}))
         kwok.kubectl(CLUSTER, "apply", "-f", "-", input=json.dumps(rollout_body(instances, batches, "cairn/demo-app:v1")))
         wait_rollout(instances)
         time.sleep(2)
@@ -116,14 +124,14 @@ def argo(instances: int, batches: int, binary: Path, log: Path) -> dict[str, flo
         kwok.kubectl(CLUSTER, "delete", "namespace", ARGO_NS, "--wait=false")
 
 
-def cairn(instances: int, batches: int) -> dict[str, float]:
+def cairn(instances: int, batches: int, service: bool = True) -> dict[str, float]:
     from cairn.runtimes.local import agent_status
 
     kwok.fresh_namespace(CLUSTER, CAIRN_NS)
     home = setup()
     try:
         state = json.loads((Path(home) / "platform.json").read_text())
-        app = kwok.register(CLUSTER, CAIRN_NS, instances)
+        app = kwok.register(CLUSTER, CAIRN_NS, instances, service=service)
         kwok.release(app, "v1", batches)
         worker = state["worker"]["pid"]
         groups = {"server": tree(state["server"]["pid"]), "worker": alone(worker), "flow": flow_runs(worker, home),
@@ -143,15 +151,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--no-service", dest="service", action="store_false", help="no Service in front of either")
     args = ap.parse_args()
     binary = build()
     version = binary.parent.name.removeprefix("argo-rollouts-")
     print(f"before: {machine()}", flush=True)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "argo-rollouts-controller.log"
-    a = argo(args.instances, args.batches, binary, log)
+    a = argo(args.instances, args.batches, binary, log, args.service)
     print(f"Argo Rollouts {version}: {args.instances} replicas, {args.batches} steps: {a['wall_s']:.1f}s; controller RSS idle "
           f"{a['rss_idle_mib']:.0f} MiB, peak {a['rss_peak_mib']:.0f} MiB (log {log})", flush=True)
-    c = cairn(args.instances, args.batches)
+    c = cairn(args.instances, args.batches, args.service)
     print(f"cairn: {args.instances} instances, {args.batches} batches: flow run {c['flow_s']:.1f}s, create->completed {c['wall_s']:.1f}s; "
           f"platform RSS peak {c['rss_peak_mib']:.0f} MiB (server {c['rss_server_mib']:.0f}, worker {c['rss_worker_mib']:.0f}, "
           f"flow run {c['rss_flow_mib']:.0f}, agent {c['rss_agent_mib']:.0f})", flush=True)

@@ -57,7 +57,6 @@ def release_all(apps: list[str], version: str, batches: int, timeout_s: float) -
     """Create one order per app at once (threads: each create is a few API calls), wait for all."""
     from cairn.deployments import actions
     from cairn.plan import PauseMode
-    from cairn.status import Status
 
     refused: list[str] = []
 

@@ -54,9 +54,10 @@ class CairnRelease:
     wall_s: float  # create -> completed, as `cairn release create --wait` sees it
 
 
-def register(cluster: str, namespace: str, instances: int, drain_s: float = 0.0) -> str:
-    """An app of ``instances`` demo pods on the cluster's kwok nodes. ``drain_s`` is 0 unless asked:
-    kwok nodes have no data plane to wait for, and neither a Deployment nor an Argo Rollout
+def register(cluster: str, namespace: str, instances: int, drain_s: float = 0.0, *, service: bool = True) -> str:
+    """An app of ``instances`` demo pods on the cluster's kwok nodes, port 8080 behind the
+    environment's Service (none with ``service`` False: no port mapping). ``drain_s`` is 0 unless
+    asked: kwok nodes have no data plane to wait for, and neither a Deployment nor an Argo Rollout
     without traffic routing waits before deleting a pod (bench/k8s_release.py says more)."""
     from cairn.blocks import store
     from cairn.configfile import load_data
@@ -66,7 +67,7 @@ def register(cluster: str, namespace: str, instances: int, drain_s: float = 0.0)
     store.set_secret(secret, Path(i["clusters"][cluster]["kubeconfig"]).read_text())
     app = f"bench-{uuid.uuid4().hex[:6]}"
     env = {"cluster": f"bench-k8s-{cluster}", "image": "cairn/demo-app:v1", "instances": instances, "cpu": 0.01, "memory_mb": 32,
-           "ports": [{"container_port": 8080}], "lifecycle": {"termination_grace_period_s": 1}}
+           "ports": [{"container_port": 8080}] if service else [], "lifecycle": {"termination_grace_period_s": 1}}
     store.apply(load_data({
         "clusters": [{"name": f"bench-k8s-{cluster}", "runtime": "kubernetes", "kubeconfig_secret": secret,
                       "context": i["clusters"][cluster]["context"], "namespace": namespace, "drain_s": drain_s}],

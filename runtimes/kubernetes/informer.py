@@ -39,6 +39,7 @@ class PodCache:
     def __init__(self, api: Api, app: str, environment: str) -> None:
         self.api, self.app, self.environment = api, app, environment
         self._pods: dict[str, dict[str, Any]] = {}  # uid -> pod
+        self._by_slot: dict[str, dict[str, dict[str, Any]]] = {}  # slot label -> uid -> pod: a batch's read costs its size
         self._seen: set[str] = set()  # every uid the list or the watch showed (uids are never reused)
         self._created: set[str] = set()  # expected: uids of pods this process created
         self._deleted: set[str] = set()  # expected: uids of pods this process deleted
@@ -72,8 +73,10 @@ class PodCache:
                 return None
             self._created.clear()
             self._deleted.clear()
-            wanted = None if slots is None else {str(s) for s in slots}
-            found = [p for p in self._pods.values() if wanted is None or p["metadata"]["labels"].get(m.SLOT) in wanted]
+            if slots is None:
+                found = list(self._pods.values())
+            else:
+                found = [p for s in {str(s) for s in slots} for p in self._by_slot.get(s, {}).values()]
         return sorted(found, key=lambda p: int(p["metadata"]["labels"].get(m.SLOT, "0")))
 
     def follow(self, slots: Iterable[int], until: float) -> Iterator[list[dict[str, Any]] | None]:
@@ -100,8 +103,8 @@ class PodCache:
     def _caught_up(self) -> bool:
         if not self._created <= self._seen:
             return False
-        return not any(p["metadata"]["uid"] in self._deleted and not p["metadata"].get("deletionTimestamp")
-                       for p in self._pods.values())
+        # Evaluated at every event while a read waits: it costs what this process wrote, not the environment's size.
+        return not any(uid in self._pods and not self._pods[uid]["metadata"].get("deletionTimestamp") for uid in self._deleted)
 
     def _run(self) -> None:
         try:
@@ -109,6 +112,9 @@ class PodCache:
                 listed, version = self.api._pods(self.app, self.environment, None)
                 with self._cond:
                     self._pods = {p["metadata"]["uid"]: p for p in listed}
+                    self._by_slot = {}
+                    for p in listed:
+                        self._by_slot.setdefault(_slot(p), {})[p["metadata"]["uid"]] = p
                     self._seen.update(self._pods)
                     self._synced = True
                     self._tick += 1
@@ -135,12 +141,62 @@ class PodCache:
 
     def _apply(self, kind: str, pod: dict[str, Any]) -> None:
         with self._cond:
-            uid = pod["metadata"]["uid"]
+            uid, slot = pod["metadata"]["uid"], _slot(pod)
             if kind == "DELETED":
                 self._pods.pop(uid, None)
+                self._by_slot.get(slot, {}).pop(uid, None)
             else:
                 self._pods[uid] = pod
+                self._by_slot.setdefault(slot, {})[uid] = pod
             self._seen.add(uid)
             self._tick += 1
-            self._changed[pod["metadata"]["labels"].get(m.SLOT, "")] = self._tick
+            self._changed[slot] = self._tick
             self._cond.notify_all()
+
+
+class PodCaches:
+    """This process's pod caches, one per environment (started at its first read), and what a
+    reader does when one cannot answer: a list, or a watch of its own."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self._caches: dict[tuple[str, str], PodCache] = {}
+        self._lock = threading.Lock()
+
+    def of(self, app: str, environment: str) -> PodCache:
+        with self._lock:
+            cache = self._caches.get((app, environment))
+            if cache is None or not cache.running:
+                cache = self._caches[(app, environment)] = PodCache(self.api, app, environment)
+            return cache
+
+    def pods(self, app: str, environment: str, slots: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """The environment's pods (of ``slots``), sorted by slot, as ``PodCache.pods`` or a list says."""
+        wanted = None if slots is None else sorted(set(slots))
+        found = self.of(app, environment).pods(wanted)
+        return self.api.pods(app, environment, slots=wanted) if found is None else found
+
+    def follow(self, app: str, environment: str, slots: Iterable[int], until: float) -> Iterator[list[dict[str, Any]]]:
+        """As ``PodCache.follow``, and from the first time the cache cannot say on, a watch of their own."""
+        wanted = sorted(set(slots))
+        for found in self.of(app, environment).follow(wanted, until):
+            if found is None:
+                yield from self.api.follow_pods(app, environment, slots=wanted, until=until)
+                return
+            yield found
+
+    def expect(self, pods: Iterable[dict[str, Any]], *, created: bool = False) -> None:
+        """This process created (or deleted) ``pods``: the caches of their environments that run wait to see it."""
+        by_env: dict[tuple[str, str], list[str]] = {}
+        for p in pods:
+            labels = p["metadata"]["labels"]
+            by_env.setdefault((labels[m.APP], labels[m.ENV]), []).append(p["metadata"]["uid"])
+        for key, uids in by_env.items():
+            with self._lock:
+                cache = self._caches.get(key)
+            if cache is not None:
+                cache.expect(**{"created" if created else "deleted": uids})
+
+
+def _slot(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["labels"].get(m.SLOT, ""))

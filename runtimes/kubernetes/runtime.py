@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from cairn.runtimes.kubernetes.admission import ADMIT_TIMEOUT_S, admit, hint
 from cairn.runtimes.kubernetes.api import Api, pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
-from cairn.runtimes.kubernetes.informer import PodCache
+from cairn.runtimes.kubernetes.informer import PodCaches
 from cairn.runtimes.kubernetes.stops import Stops
 from cairn.runtimes.kubernetes.observe import (Verdict, classify, current, instance, instance_of, parse_time, sort_key,
                                                status_events, to_event)
@@ -40,9 +39,8 @@ class KubernetesRuntime:
         self.namespace = namespace or os.environ.get("CAIRN_K8S_NAMESPACE") or DEFAULT_NAMESPACE
         self.api = Api(kubeconfig, context, self.namespace)
         self.traffic_ = Traffic(self.api, service_type, drain_s)
-        self.stops = Stops(self.api)
-        self._caches: dict[tuple[str, str], PodCache] = {}
-        self._caches_lock = threading.Lock()
+        self.caches = PodCaches(self.api)
+        self.stops = Stops(self.api, self.caches)
 
     # --- ensure -----------------------------------------------------------------------------
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, *, secrets: Mapping[str, str] | None = None,
@@ -53,7 +51,7 @@ class KubernetesRuntime:
             raise PermanentError(f"no value for secret variables {', '.join(missing)}", hint="pass every secret_env value to ensure")
         package = self._package(revision)
         self.api.ensure_namespace()
-        everything = self._pods(env)
+        everything = self.caches.pods(env.app, env.environment)
         wanted = {str(s) for s in slots}
         listed = [p for p in everything if p["metadata"]["labels"].get(m.SLOT) in wanted]
         chosen = {int(p["metadata"]["labels"][m.SLOT]): p for p in current(listed)}
@@ -101,13 +99,14 @@ class KubernetesRuntime:
         with _pool(len(new) + 1) as workers:
             created = [workers.submit(self.api.create_pod, p) for p in new.values() if p["metadata"]["name"] not in held]
             retiring = workers.submit(retire)
-            self._cache(env).expect(created=[call.result() for call in created])
+            self.caches.of(env.app, env.environment).expect(created=[call.result() for call in created])
             if held:
                 self.stops.wait_gone(list(held.values()), why=why, began=began)
-                self._cache(env).expect(created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
+                self.caches.of(env.app, env.environment).expect(
+                    created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
             # Admission is watched while the old pods drain and their deletes go out.
-            problems = admit(self.api, self._cache(env), self._follow(env, sorted(new), time.monotonic() + ADMIT_TIMEOUT_S),
-                             new, revision)
+            problems = admit(self.api, self.caches.of(env.app, env.environment),
+                             self.caches.follow(env.app, env.environment, new, time.monotonic() + ADMIT_TIMEOUT_S), new, revision)
             retiring.result()
         rest = [p for p in stopping if p["metadata"]["name"] not in held]
         if rest:  # ensure does not wait for them: the new pods start while they stop
@@ -136,7 +135,7 @@ class KubernetesRuntime:
 
     # --- observe ----------------------------------------------------------------------------
     def observe(self, env: EnvRef) -> list[Instance]:
-        return self._instances(current(self._pods(env)))
+        return self._instances(current(self.caches.pods(env.app, env.environment)))
 
     def observe_slots(self, env: EnvRef, slots: Sequence[int], *, unless: Sequence[Instance] | None = None,
                       wait_s: float = 0.0) -> list[Instance]:
@@ -145,10 +144,10 @@ class KubernetesRuntime:
         passes, then the observation is returned."""
         wanted = sorted(set(slots))
         if unless is None or wait_s <= 0:
-            return self._instances(current(self._pods(env, wanted)))
+            return self._instances(current(self.caches.pods(env.app, env.environment, wanted)))
         before = sorted(unless, key=lambda i: i.slot)
         seen: list[Instance] = []
-        for listed in self._follow(env, wanted, until=time.monotonic() + wait_s):
+        for listed in self.caches.follow(env.app, env.environment, wanted, until=time.monotonic() + wait_s):
             seen = self._instances(current(listed))
             if seen != before:
                 break
@@ -267,10 +266,7 @@ class KubernetesRuntime:
         """Delete ``pods`` at once; this process's pod caches then wait to see them go (read-your-writes)."""
         with _pool(len(pods)) as workers:
             list(workers.map(lambda p: self._delete_one(p, grace_s), pods))
-        for key in {(p["metadata"]["labels"][m.APP], p["metadata"]["labels"][m.ENV]) for p in pods}:
-            cache = self._caches.get(key)
-            if cache is not None:
-                cache.expect(deleted=[p["metadata"]["uid"] for p in pods])
+        self.caches.expect(pods)
 
     def _before_delete(self, pods: list[dict[str, Any]], *, why: str) -> None:
         """Out of the Service first (drain.py), then a record of each PreStop the kubelet will run."""
@@ -283,32 +279,6 @@ class KubernetesRuntime:
             pre_stop = (container.get("lifecycle") or {}).get("preStop")
             if pre_stop and not pod["metadata"].get("deletionTimestamp"):
                 self.api.record(pod, "PreStop", f"running PreStop hook: {pre_stop['exec']['command']}")
-
-    def _cache(self, env: EnvRef) -> PodCache:
-        key = (env.app, env.environment)
-        with self._caches_lock:
-            cache = self._caches.get(key)
-            if cache is None or not cache.running:
-                cache = self._caches[key] = PodCache(self.api, env.app, env.environment)
-            return cache
-
-    def _pods(self, env: EnvRef, slots: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """The environment's pods (of ``slots``) from this process's watch of them (informer.py),
-        or a list when the watch cannot answer."""
-        found = self._cache(env).pods(slots)
-        if found is None:
-            return self.api.pods(env.app, env.environment, slots=None if slots is None else sorted(set(slots)))
-        return found
-
-    def _follow(self, env: EnvRef, slots: Sequence[int], until: float) -> Iterator[list[dict[str, Any]]]:
-        """The pods of ``slots`` now, then after each change of theirs, and at least every second,
-        until the monotonic deadline ``until``: from this process's watch of the environment, or a
-        watch of their own when that cannot answer."""
-        for found in self._cache(env).follow(slots, until):
-            if found is None:
-                yield from self.api.follow_pods(env.app, env.environment, slots=sorted(set(slots)), until=until)
-                return
-            yield found
 
     def _delete_one(self, pod: dict[str, Any], grace_s: int | None = None) -> None:
         self.api.delete("Pod", pod["metadata"]["name"], uid=pod["metadata"]["uid"], grace_s=grace_s)

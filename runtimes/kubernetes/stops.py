@@ -16,6 +16,7 @@ from typing import Any
 from cairn.errors import TemporaryError
 from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.api import Api, pool
+from cairn.runtimes.kubernetes.informer import PodCaches
 
 STOP_MARGIN_S = 30.0  # PreStop and SIGTERM share the grace period; the kubelet adds at most 2 s of SIGTERM
 
@@ -24,8 +25,8 @@ _LOCK = threading.Lock()
 
 
 class Stops:
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    def __init__(self, api: Api, caches: PodCaches) -> None:
+        self.api, self.caches = api, caches
 
     def wait_gone(self, pods: list[dict[str, Any]], *, why: str, began: float) -> None:
         """Until every pod in ``pods`` is gone (watched); TemporaryError when one outlives its grace period."""
@@ -40,8 +41,7 @@ class Stops:
         records = pool(len(pods))
         try:
             with records:
-                for listed in self.api.follow_pods(labels[m.APP], labels[m.ENV], slots=slots,
-                                                   until=time.monotonic() + grace + STOP_MARGIN_S):
+                for listed in self.caches.follow(labels[m.APP], labels[m.ENV], slots, time.monotonic() + grace + STOP_MARGIN_S):
                     alive = {p["metadata"]["uid"]: p for p in listed if p["metadata"]["uid"] in uids}
                     last.update(alive)
                     for uid in [u for u in uids if u not in alive]:

@@ -153,4 +153,4 @@ def test_observe_answers_from_a_watch_that_shows_others_changes_and_this_process
         runtime.ensure(env, [0, 1], v2 if _ % 2 == 0 else v1)
         wanted = (v2 if _ % 2 == 0 else v1).digest
         assert [i.revision for i in rt.observe(env)] == [wanted, wanted]
-    assert rt._cache(env).running, "the observations came from the watch, not from lists"  # type: ignore[attr-defined]
+    assert rt.caches.of(env.app, env.environment).running, "the observations came from the watch, not from lists"  # type: ignore[attr-defined]
