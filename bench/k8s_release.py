@@ -52,6 +52,15 @@ def kubectl(info: dict, *args: str, input: str | None = None) -> str:
     return proc.stdout
 
 
+def prepared_cluster() -> dict:
+    """The test cluster's facts, with the bench's namespace made afresh; exits if no cluster runs."""
+    if not INFO.exists():
+        raise SystemExit("no test cluster: run tests/cluster/up")
+    info = json.loads(INFO.read_text())
+    prepare(info)
+    return info
+
+
 def prepare(info: dict) -> None:
     kubectl(info, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
     kubectl(info, "create", "namespace", NAMESPACE)
@@ -173,11 +182,7 @@ def main() -> int:
     ap.add_argument("--timeline", action="store_true", help="print each task run's start and end within the order")
     ap.add_argument("--drain-s", type=float, default=0.0, help="the cluster's drain_s (kwok has no data plane to wait for)")
     args = ap.parse_args()
-    if not INFO.exists():
-        print("no test cluster: run tests/cluster/up", file=sys.stderr)
-        return 3
-    info = json.loads(INFO.read_text())
-    prepare(info)
+    info = prepared_cluster()
     home = setup()
     natives, flows, walls = [], [], []
     try:
