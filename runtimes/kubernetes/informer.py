@@ -185,8 +185,9 @@ class PodCaches:
                 return
             yield found
 
-    def expect(self, pods: Iterable[dict[str, Any]], *, created: bool = False) -> None:
-        """This process created (or deleted) ``pods``: the caches of their environments that run wait to see it."""
+    def expect_deleted(self, pods: Iterable[dict[str, Any]]) -> None:
+        """This process deleted ``pods`` (of any environments): those environments' caches, where
+        one runs, wait to see it."""
         by_env: dict[tuple[str, str], list[str]] = {}
         for p in pods:
             labels = p["metadata"]["labels"]
@@ -195,7 +196,7 @@ class PodCaches:
             with self._lock:
                 cache = self._caches.get(key)
             if cache is not None:
-                cache.expect(**{"created" if created else "deleted": uids})
+                cache.expect(deleted=uids)
 
 
 def _slot(pod: dict[str, Any]) -> str:

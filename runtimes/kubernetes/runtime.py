@@ -96,17 +96,17 @@ class KubernetesRuntime:
             self._record_pre_stops(stopping)
             self._delete_all(stopping)
 
+        cache = self.caches.of(env.app, env.environment)
         with _pool(len(new) + 1) as workers:
             created = [workers.submit(self.api.create_pod, p) for p in new.values() if p["metadata"]["name"] not in held]
             retiring = workers.submit(retire)
-            self.caches.of(env.app, env.environment).expect(created=[call.result() for call in created])
+            cache.expect(created=[call.result() for call in created])
             if held:
                 self.stops.wait_gone(list(held.values()), why=why, began=began)
-                self.caches.of(env.app, env.environment).expect(
-                    created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
+                cache.expect(created=workers.map(self.api.create_pod, [p for p in new.values() if p["metadata"]["name"] in held]))
             # Admission is watched while the old pods drain and their deletes go out.
-            problems = admit(self.api, self.caches.of(env.app, env.environment),
-                             self.caches.follow(env.app, env.environment, new, time.monotonic() + ADMIT_TIMEOUT_S), new, revision)
+            following = self.caches.follow(env.app, env.environment, new, time.monotonic() + ADMIT_TIMEOUT_S)
+            problems = admit(self.api, cache, following, new, revision)
             retiring.result()
         rest = [p for p in stopping if p["metadata"]["name"] not in held]
         if rest:  # ensure does not wait for them: the new pods start while they stop
@@ -266,7 +266,7 @@ class KubernetesRuntime:
         """Delete ``pods`` at once; this process's pod caches then wait to see them go (read-your-writes)."""
         with _pool(len(pods)) as workers:
             list(workers.map(lambda p: self._delete_one(p, grace_s), pods))
-        self.caches.expect(pods)
+        self.caches.expect_deleted(pods)
 
     def _before_delete(self, pods: list[dict[str, Any]], *, why: str) -> None:
         """Out of the Service first (drain.py), then a record of each PreStop the kubelet will run."""
