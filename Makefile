@@ -34,7 +34,7 @@ test-ui: venv
 	$(PY) -m pytest -m ui
 
 demo: venv
-	$(PY) -m cairn.deployments.demo
+	$(PY) examples/demo.py
 
 clean:
 	rm -rf .build $(VENV)

@@ -51,7 +51,7 @@ def build() -> Path:
 
 
 def start_controller(binary: Path, log: Path) -> subprocess.Popen[bytes]:
-    from cairn.deployments.platform import free_port
+    from cairn.controlplane.processes import free_port
 
     kubeconfig = kwok.info()["clusters"][CLUSTER]["kubeconfig"]
     crds = binary.parent / "crds"
@@ -125,7 +125,7 @@ def argo(instances: int, batches: int, binary: Path, log: Path, service: bool = 
             took = time.monotonic() - began
         return {"wall_s": took, "rss_idle_mib": idle, "rss_peak_mib": peak.peak["controller"]}
     finally:
-        from cairn.deployments.platform import stop_process_group
+        from cairn.controlplane.processes import stop_process_group
 
         stop_process_group(controller.pid)
         kwok.kubectl(CLUSTER, "delete", "namespace", ARGO_NS, "--wait=false")

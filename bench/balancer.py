@@ -91,7 +91,7 @@ def main() -> None:
 
 
 def run(rate: float, seconds: float) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode
     from cairn.runtimes.local import start_agent, stop_agent
     from cairn.status import Status

@@ -48,7 +48,7 @@ GOAL_S = 0.5
 
 
 def real_orders(app: str) -> list[dict]:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode
     from cairn.status import Status
 
@@ -134,7 +134,7 @@ def baseline_cli(ref: str, into: Path) -> list[str]:
                    check=True, capture_output=True)
     # The folder goes first on sys.path, ahead of the editable install of this working tree.
     return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(pkg)!r}); sys.argv[0] = 'cairn'; "
-            "from cairn.deployments.cli import main; main()"]
+            "from cairn.cli.main import main; main()"]
 
 
 def time_all(cli: list[str], cmds: dict[str, list[str]], runs: int, env: dict[str, str]) -> dict[str, dict[str, float] | str]:

@@ -55,7 +55,7 @@ def register(count: int, instances: int) -> list[str]:
 
 def release_all(apps: list[str], version: str, batches: int, timeout_s: float) -> tuple[dict[str, dict[str, Any]], float]:
     """Create one order per app at once (threads: each create is a few API calls), wait for all."""
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode
 
     refused: list[str] = []

@@ -93,7 +93,7 @@ def cairn_release(info: dict, instances: int, batches: int, drain_s: float, *, s
 
     from cairn.blocks import store
     from cairn.configfile import load_data
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode
     from cairn.status import Status
 

@@ -78,7 +78,7 @@ def register(cluster: str, namespace: str, instances: int, drain_s: float = 0.0,
 def release(app: str, version: str, batches: int, timeout_s: float = 1800) -> CairnRelease:
     from prefect.client.orchestration import get_client
 
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode
     from cairn.status import Status
 

@@ -27,7 +27,7 @@ from pathlib import Path
 def setup() -> str:
     home = tempfile.mkdtemp(prefix="cairn-bench-")
     os.environ["CAIRN_HOME"] = home
-    from cairn.deployments import platform
+    from cairn.controlplane import processes as platform
 
     port = platform.free_port(4400)
     os.environ.update(platform.prefect_env(f"http://127.0.0.1:{port}/api"))
@@ -42,7 +42,7 @@ def setup() -> str:
 
 
 def teardown() -> None:
-    from cairn.deployments import platform
+    from cairn.controlplane import processes as platform
     from cairn.runtimes.local import stop_agent
 
     platform.stop_worker()
@@ -82,7 +82,7 @@ def events_by(app: str, reason: str) -> dict[str, list[float]]:
 def overhead(rounds: int) -> list[float]:
     from prefect.client.orchestration import get_client
 
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode, plan_release
     from cairn.status import Status
 
@@ -108,7 +108,7 @@ def overhead(rounds: int) -> list[float]:
 
 
 def approval_latency(hot_pause_s: float, rounds: int) -> list[float]:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.plan import PauseMode
     from cairn.status import Status
 

@@ -4,7 +4,7 @@ Importing Prefect costs ~1.3 s of CPU (its settings, client and schemas), more t
 `cairn release show` or `cairn instances` may take (issue 11: < 500 ms). These reads need a few
 JSON documents, so they ask the server directly. The address and credentials are the ones
 Prefect's own client would use: ``PREFECT_API_URL`` with ``PREFECT_API_AUTH_STRING`` (basic auth,
-see ``cairn.deployments.auth``) or ``PREFECT_API_KEY``; only when no URL is in the environment
+see ``cairn.controlplane.auth``) or ``PREFECT_API_KEY``; only when no URL is in the environment
 (a Prefect profile holds it) are Prefect's settings imported to find them.
 """
 

@@ -16,9 +16,10 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 
 from cairn.errors import BatchFailed
-from cairn.flows import approval, orders
-from cairn.flows.background import in_background
-from cairn.flows.history import ModeRecord
+from cairn.flows import approval
+from cairn.orders import records
+from cairn.background import in_background
+from cairn.records.history import ModeRecord
 from cairn.plan import PauseMode, next_step, plan_release
 from cairn.revision import Revision
 from cairn.tasks.batch import apply_batch, observe, retire_slots, slot_states, wait_healthy
@@ -52,7 +53,7 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
             step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
             if step.kind == "pause" or (step.kind == "apply" and (step.batch or 0) > 1):
                 # A batch boundary: the only place a switched pause mode changes what happens next.
-                mode = (mode_read.result() if mode_read else orders.read_mode(run_id, default_mode)).mode
+                mode = (mode_read.result() if mode_read else records.read_mode(run_id, default_mode)).mode
                 step = next_step(plan, slot_states(instances), revision.digest, mode, approved)
             mode_read = None
             if step.kind == "apply":
@@ -70,7 +71,7 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
                     raise
                 if batch.index < len(plan.batches):
                     # A batch boundary comes next: read the mode now, alongside the observe, not after it.
-                    mode_read = in_background(orders.read_mode, run_id, default_mode)
+                    mode_read = in_background(records.read_mode, run_id, default_mode)
             elif step.kind == "fail":
                 # A re-run (dashboard retry, `cairn release retry`) replaces the failed instances once.
                 if run_count > 1 and not replaced_failed:
@@ -85,7 +86,7 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
                 approved.add(step.batch)  # type: ignore[arg-type]
                 logger.info("batch %s approved by %s: %s", step.batch, answer.approved_by, answer.comment or "(no comment)")
                 if PauseMode(answer.pause_mode) is not mode:
-                    mode = orders.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
+                    mode = records.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,
                                              why=f"resume after batch {step.batch}", default=default_mode).mode
             else:
                 extra = sorted(i.slot for i in instances if i.slot >= plan.instances)

@@ -11,48 +11,14 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 
-from cairn.blocks import documents, store
 from cairn.errors import Conflict
-from cairn.flows import orders
-from cairn.flows.background import in_background
+from cairn.orders import records
+from cairn.orders.revisions import revision_and_runtime, snapshot
+from cairn.background import in_background
 from cairn.flows.engine import current_run, drive
 from cairn.plan import PauseMode, plan_release
-from cairn.revision import VERSION, Revision
+from cairn.revision import VERSION
 from cairn.tasks.context import target
-
-
-def snapshot(app: str, environment: str, version: str) -> Revision:
-    """The revision an order ships: the environment's stored configuration and the version, frozen."""
-    from cairn import packages
-
-    app_block = store.load_app(app)
-    env_block = store.load_environment(app, environment)
-    package_digest = packages.resolve(app, version).digest if app_block.deploy_type == "code-package" else None
-    revision = Revision(app=app, environment=env_block.environment, deploy_type=app_block.deploy_type,
-                        version=version, spec=env_block.spec, package_digest=package_digest)
-    store.save_revision(revision)
-    return revision
-
-
-def _tag(tags: list[str], prefix: str) -> str | None:
-    return next((t[len(prefix):] for t in tags if t.startswith(prefix)), None)
-
-
-def revision_of_run(tags: list[str]) -> Revision | None:
-    prefix = _tag(tags, orders.REV_TAG)
-    # The document read as JSON (``documents``): a Block load costs twice that, on the way to the first batch.
-    return documents.revision(prefix) if prefix else None
-
-
-def _revision_and_runtime(tags: list[str]) -> Revision | None:
-    """The run's revision, with its cluster's runtime connected: one request for both documents
-    when the run's tags name both (orders `cairn release create` makes), two in a row otherwise."""
-    prefix, cluster = _tag(tags, orders.REV_TAG), _tag(tags, orders.CLUSTER_TAG)
-    found = documents.revision_and_cluster(prefix, cluster) if prefix and cluster else None
-    if found is None or found[0].spec.cluster != cluster:
-        return revision_of_run(tags)
-    target(found[0], cluster_document=found[1])
-    return found[0]
 
 
 def guard_single_active(me: FlowRun, app: str, environment: str) -> None:
@@ -62,7 +28,7 @@ def guard_single_active(me: FlowRun, app: str, environment: str) -> None:
 
     logged = False
     while True:
-        older = [r for r in orders.active_runs(app, environment, exclude=me.id) if r.created and me.created and r.created < me.created]
+        older = [r for r in records.active_runs(app, environment, exclude=me.id) if r.created and me.created and r.created < me.created]
         if not older:
             return
         if "queued" not in me.tags:
@@ -108,13 +74,13 @@ def release(
     # The one-order guard needs nothing but the run: it reads the active orders while this thread
     # reads the revision and reaches the runtime, and is waited on before anything is touched.
     guarded = in_background(guard_single_active, me, app, environment)
-    revision = _revision_and_runtime(tags) or snapshot(app, environment, version)
+    revision = revision_and_runtime(tags) or snapshot(app, environment, version)
     # Runs the webhook's automation creates carry nothing but parameters: who asked becomes a tag.
     by = [f"by:{requested_by}"] if requested_by else []
-    wanted = [*orders.tags_for("release", app, environment), f"{orders.REV_TAG}{revision.digest[:32]}",
-              f"{orders.CLUSTER_TAG}{revision.spec.cluster}", *by]
+    wanted = [*records.tags_for("release", app, environment), f"{records.REV_TAG}{revision.digest[:32]}",
+              f"{records.CLUSTER_TAG}{revision.spec.cluster}", *by]
     if not set(wanted) <= set(tags):  # a re-run (resume after a suspend, retry) has them already
-        orders.set_tags(run_id, wanted)
+        records.set_tags(run_id, wanted)
     # The UI's form does not run Python validators and the batch count depends on the stored
     # environment: refuse a bad one before waiting for, or touching, anything.
     plan_release(revision.spec.instances, batches)

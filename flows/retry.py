@@ -9,8 +9,8 @@ from prefect.client.orchestration import get_client
 from prefect.states import AwaitingRetry
 
 from cairn.errors import NotFound
-from cairn.flows import orders
-from cairn.flows.release import revision_of_run
+from cairn.orders import records
+from cairn.orders.revisions import revision_of_run
 from cairn.runtime import Phase
 from cairn.status import Status
 from cairn.tasks.batch import apply_batch, observe
@@ -20,12 +20,12 @@ from cairn.tasks.batch import apply_batch, observe
 def retry(order: str) -> dict[str, Any]:
     """Recreate the failed instances of ``order``'s revision; a failed order then resumes where it stopped."""
     logger = get_run_logger()
-    run = orders.read_order(order)
+    run = records.read_order(order)
     revision = revision_of_run(run.tags)
     if revision is None:
         raise NotFound(f"order {order} has not snapshotted its revision yet", hint="nothing ran, so nothing failed")
     failed = [i for i in observe(revision) if i.revision == revision.digest and i.phase is Phase.FAILED]
-    status = orders.status_of(run)
+    status = records.status_of(run)
     if failed:
         apply_batch(str(run.id), 0, [i.slot for i in failed], revision, replace_failed=True)
         logger.info("re-deployed %s", ", ".join(i.name for i in failed))

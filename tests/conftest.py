@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="cairn-test-"))
     os.environ["CAIRN_TEST_SESSION"] = "1"
     os.environ["CAIRN_HOME"] = str(home)
-    from cairn.deployments.platform import free_port, prefect_env
+    from cairn.controlplane.processes import free_port, prefect_env
 
     port = free_port(4300)
     os.environ.update(prefect_env(f"http://127.0.0.1:{port}/api"))
@@ -35,7 +35,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     home = getattr(config, "_cairn_home", None)
     if home is None:
         return
-    from cairn.deployments.platform import stop_server, stop_worker
+    from cairn.controlplane.processes import stop_server, stop_worker
     from cairn.runtimes.local import stop_agent
 
     stop_worker()
@@ -48,7 +48,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real Prefect server (SQLite, all services) on the port chosen at configure time."""
-    from cairn.deployments.platform import ensure_server
+    from cairn.controlplane.processes import ensure_server
 
     url = os.environ["PREFECT_API_URL"]
     port = int(url.rsplit(":", 1)[1].split("/")[0])
@@ -65,7 +65,7 @@ def cli(prefect_server: str):  # type: ignore[no-untyped-def]
 
     def run(*args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "cairn.deployments.cli", *args], input=input, capture_output=True, text=True, timeout=300,
+            [sys.executable, "-m", "cairn.cli.main", *args], input=input, capture_output=True, text=True, timeout=300,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"cairn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -77,7 +77,7 @@ def cli(prefect_server: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def platform(prefect_server: str) -> str:
     """The whole platform as `cairn up` runs it: deployments, a process worker and the local agent."""
-    from cairn.deployments.platform import ensure_deployments, ensure_worker
+    from cairn.controlplane.processes import ensure_deployments, ensure_worker
     from cairn.runtimes.local import start_agent
 
     ensure_deployments()

@@ -58,7 +58,7 @@ def served_versions(app: str, env: str) -> list[str]:
 
 
 def test_build_twice_same_digest_then_ship_to_test(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     repo, commit = git_repo(tmp_path)
     app = register(repo)
@@ -111,6 +111,6 @@ def test_bad_builds_fail_clearly_and_store_nothing(platform: str, tmp_path: Path
     bad_ref = cli("build", app, "--ref=--upload-pack=x")
     assert bad_ref.returncode == 2
     assert packages.list_packages(app) == [] and not list(packages.store_dir().glob(f"records/{app}/*"))
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     assert actions.list_orders(app) == [], "nothing shipped"

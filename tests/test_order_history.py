@@ -22,7 +22,7 @@ def _orders(count: int, app: str, *, rollback_first: bool = False, switch_first:
     from prefect.client.schemas.actions import VariableCreate
     from prefect.states import Completed
 
-    from cairn.flows.history import variable_name
+    from cairn.orders.history import variable_name
 
     @flow(name="release")
     def release() -> None: ...
@@ -58,7 +58,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_a_page_of_orders_costs_the_same_queries_whatever_its_length(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     calls = _counting(monkeypatch)
     small, large = f"hs-{uuid.uuid4().hex[:6]}", f"hl-{uuid.uuid4().hex[:6]}"
@@ -77,7 +77,7 @@ def test_a_page_of_orders_costs_the_same_queries_whatever_its_length(prefect_ser
 
 
 def test_a_prefix_finds_an_order_older_than_the_newest_page(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cairn.flows import history
+    from cairn.orders import history
 
     monkeypatch.setattr(history, "PAGE", 5)  # the same paging as 200 a page, on a short history
     app = f"hp-{uuid.uuid4().hex[:6]}"
@@ -92,7 +92,7 @@ def test_release_show_and_list_do_not_import_prefect(prefect_server: str) -> Non
     app = f"hi-{uuid.uuid4().hex[:6]}"
     order = _orders(1, app)[0]
     probe = ("import sys, runpy; sys.argv = ['cairn', *sys.argv[1:]]\n"
-             "try:\n    runpy.run_module('cairn.deployments.cli', run_name='__main__')\n"
+             "try:\n    runpy.run_module('cairn.cli.main', run_name='__main__')\n"
              "except SystemExit: pass\n"
              "print(json.dumps(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.'))), file=sys.stderr)")
     for args in (["release", "show", order, "--json"], ["release", "list", "--app", app, "--json"]):

@@ -54,13 +54,13 @@ def versions(app: str) -> dict[int, str]:
 
 
 def create(app: str, version: str, batches: int, mode: PauseMode) -> str:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     return actions.create_order(app, "production", version, batches, mode)["id"]
 
 
 def wait(order: str, *statuses: Status) -> dict[str, Any]:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     return actions.wait_for(order, set(statuses), timeout_s=300)
 
@@ -79,7 +79,7 @@ def artifacts(order: str) -> tuple[list[dict[str, str]], float]:
 
 
 def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.errors import ActionRefused, NotFound
 
     app = register(tmp_path)
@@ -116,7 +116,7 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
 
 
 def test_failing_batch_stops_the_order_and_retry_finishes_it(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     deps = tmp_path / "deps"
     deps.mkdir()
@@ -148,7 +148,7 @@ def test_failing_batch_stops_the_order_and_retry_finishes_it(platform: str, tmp_
 
 
 def test_close_while_paused_then_rollback(platform: str, tmp_path: Path) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     app = register(tmp_path)
     assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED, Status.FAILED)["status"] == "completed"
@@ -165,7 +165,7 @@ def test_close_while_paused_then_rollback(platform: str, tmp_path: Path) -> None
 
 
 def test_rollback_during_a_paused_release_closes_it_first(platform: str, tmp_path: Path) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     app = register(tmp_path)
     assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED)["status"] == "completed"
@@ -177,13 +177,13 @@ def test_rollback_during_a_paused_release_closes_it_first(platform: str, tmp_pat
 
 
 def test_one_active_order_per_environment_under_a_race(platform: str, tmp_path: Path) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.errors import Conflict
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
 
-    from cairn.deployments.platform import WORK_POOL
+    from cairn.controlplane.processes import WORK_POOL
 
     app = register(tmp_path, instances=2)
     # The race is about creating orders: with the pool paused, winners stay Scheduled, so closing
@@ -198,7 +198,7 @@ def test_one_active_order_per_environment_under_a_race(platform: str, tmp_path: 
 
 
 def race(app: str) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.errors import Conflict
 
     for round_ in range(20):
@@ -224,7 +224,8 @@ def race(app: str) -> None:
 def test_suspended_order_resumes_after_server_worker_and_agent_restart(platform: str, tmp_path: Path) -> None:
     """A pause that became a suspend holds no process; everything restarts; resume goes on from
     the next batch and the first batch's instances are not touched again."""
-    from cairn.deployments import actions, platform as plat
+    from cairn.orders import actions
+    from cairn.controlplane import processes as plat
     from cairn.runtimes.local import agent_status, start_agent, stop_agent
     from cairn.tasks.context import env_target
 
@@ -262,7 +263,8 @@ def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_li
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
 
-    from cairn.deployments import actions, platform as plat
+    from cairn.orders import actions
+    from cairn.controlplane import processes as plat
 
     with get_client(sync_client=True) as client:
         before = client.read_work_pool(plat.WORK_POOL).concurrency_limit

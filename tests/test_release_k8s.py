@@ -68,13 +68,13 @@ def serving(k8s: Any, app: str) -> list[str]:
 
 
 def create(app: str, version: str, mode: PauseMode, env: str = "production") -> str:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     return actions.create_order(app, env, version, 3, mode)["id"]
 
 
 def wait(order: str, *statuses: Status) -> dict[str, Any]:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     return actions.wait_for(order, set(statuses), timeout_s=300)
 
@@ -99,7 +99,7 @@ def test_release_pause_fail_retry_close_rollback_on_two_clusters(platform: str, 
 
 
 def check_release(k8s: Any, app: str, health: Path) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     first = wait(create(app, "v1", PauseMode.NONE), Status.COMPLETED, Status.FAILED)
     assert first["status"] == "completed", first["message"]

@@ -118,7 +118,7 @@ def summary(rows: list[tuple[float, float, str | None, str | None]]) -> str:
 
 
 def test_release_and_rollback_lose_no_request(platform: str, cli) -> None:  # type: ignore[no-untyped-def]
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     port = free_port()
     app = register(port)
@@ -171,7 +171,7 @@ def test_release_and_rollback_lose_no_request(platform: str, cli) -> None:  # ty
 
 
 def test_a_taken_host_port_fails_the_release_with_nothing_started(platform: str) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.tasks.context import env_target
 
     with socket.socket() as taken:

@@ -98,7 +98,7 @@ def register(k8s: Any) -> str:
 
 
 def ship(app: str, version: str) -> str:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     order = actions.create_order(app, "production", version, 2, PauseMode.NONE)["id"]
     done = actions.wait_for(order, {Status.COMPLETED, Status.FAILED}, timeout_s=240)
@@ -151,7 +151,7 @@ def summary(rows: list[tuple[float, str, str]]) -> str:
 def release_then_rollback(app: str) -> dict[str, float]:
     """Ship v2, then roll back to v1, with a few seconds of steady traffic around each: when
     each began and ended (wall clock, as the client pod stamps its requests)."""
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     time.sleep(3)
     marks = {"release": time.time()}

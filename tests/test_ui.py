@@ -47,7 +47,7 @@ def _ui_serves(base: str) -> bool:
 def ui(platform: str) -> str:
     """The session server with its UI. The session starts it without (faster); restart it with the UI
     on the same port and database: runs, the worker and everything stored carry over."""
-    from cairn.deployments.platform import ensure_server, stop_server
+    from cairn.controlplane.processes import ensure_server, stop_server
 
     base = platform.removesuffix("/api")
     if not _ui_serves(base):
@@ -176,7 +176,7 @@ def retry_from_dashboard(page: Any, base: str, run_id: Any) -> None:
 
 
 def test_release_from_the_run_form_approved_from_the_pause_form(ui: str, page: Browser) -> None:
-    from cairn.deployments.actions import _deployment_id
+    from cairn.orders.actions import _deployment_id
     from cairn.flows.approval import given
 
     app = register_app("ui")
@@ -233,7 +233,7 @@ def started(app: str) -> dict[int, float | None]:
 
 
 def test_dashboard_retry_reruns_only_what_is_not_done(ui: str, page: Browser, tmp_path: Path) -> None:
-    from cairn.deployments import actions
+    from cairn.orders import actions
     from cairn.flows.approval import given
 
     app, deps = register_per_instance_health(tmp_path)
@@ -267,15 +267,15 @@ def test_dashboard_retry_reruns_only_what_is_not_done(ui: str, page: Browser, tm
 def test_beyond_loopback_the_api_and_ui_require_basic_auth(tmp_path: Path, prefect_server: str) -> None:
     """`cairn up --host 0.0.0.0` without an auth string: one is generated and kept 0600; the API
     refuses requests without it, and cairn's own clients (the CLI here) send it."""
-    from cairn.deployments.platform import free_port
+    from cairn.controlplane.processes import free_port
 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "PREFECT_SERVER_API_AUTH", "PREFECT_UI_API"))}
     env["CAIRN_HOME"] = str(home)
     port = free_port(4390)
-    start = ("from cairn.deployments import platform as p; import sys; "
+    start = ("from cairn.controlplane import processes as p; import sys; "
              f"print(p.ensure_server(port={port}, host='0.0.0.0').url)")
-    stop = "from cairn.deployments import platform as p; p.stop_server()"
+    stop = "from cairn.controlplane import processes as p; p.stop_server()"
     try:
         out = subprocess.run([sys.executable, "-c", start], env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
@@ -292,10 +292,10 @@ def test_beyond_loopback_the_api_and_ui_require_basic_auth(tmp_path: Path, prefe
         assert settings["auth"] == "BASIC" and settings["api_url"] == "/api", settings  # the UI asks for a login
 
         cli_env = {**env, "PREFECT_API_URL": api}
-        ok = subprocess.run([sys.executable, "-m", "cairn.deployments.cli", "release", "list", "--json"], env=cli_env,
+        ok = subprocess.run([sys.executable, "-m", "cairn.cli.main", "release", "list", "--json"], env=cli_env,
                             capture_output=True, text=True, timeout=120)
         assert ok.returncode == 0 and json.loads(ok.stdout) == [], ok.stderr
-        wrong = subprocess.run([sys.executable, "-m", "cairn.deployments.cli", "release", "list", "--json"],
+        wrong = subprocess.run([sys.executable, "-m", "cairn.cli.main", "release", "list", "--json"],
                                env={**cli_env, "PREFECT_API_AUTH_STRING": f"{user}:wrong-password-123"},
                                capture_output=True, text=True, timeout=120)
         assert wrong.returncode != 0

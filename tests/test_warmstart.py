@@ -50,7 +50,7 @@ def children(pid: int) -> list[int]:
 def paused_release(app: str, version: str, warm_pid: int) -> tuple[set[int], list[int]]:
     """Parents of the processes started for the run (/proc/PID/environ shows a process's environment
     at exec, so a forked engine is not among them), and the warm server's children, while paused."""
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     order = create(app, version, 2, PauseMode.FIRST_BATCH)
     actions.wait_for(order, {Status.PAUSED}, 240)
@@ -61,8 +61,8 @@ def paused_release(app: str, version: str, warm_pid: int) -> tuple[set[int], lis
 
 
 def test_runs_fork_from_the_warm_server_and_start_cold_without_it(platform: str, tmp_path: Path) -> None:
-    from cairn.deployments import actions
-    from cairn.deployments.platform import ensure_warm_start, processes, stop_process_group
+    from cairn.orders import actions
+    from cairn.controlplane.processes import ensure_warm_start, processes, stop_process_group
 
     warm = processes()["warm_start"]
     assert warm["running"], warm

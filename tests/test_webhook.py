@@ -51,11 +51,11 @@ def wait_until(what: str, check, timeout_s: float = 60, every_s: float = 0.3):  
 @pytest.fixture(scope="module")
 def hook(platform: str) -> Iterator[str]:
     from cairn.blocks.store import set_secret
-    from cairn.deployments.platform import free_port
+    from cairn.controlplane.processes import free_port
 
     set_secret("webhook-secret", SECRET)
     port = free_port(8787)
-    proc = subprocess.Popen([sys.executable, "-m", "cairn.deployments.cli", "webhook", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "cairn.cli.main", "webhook", "serve", "--port", str(port)],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -79,7 +79,7 @@ def hook(platform: str) -> Iterator[str]:
 
 def signed(body: dict[str, Any], *, delivery: str | None = None, stamp: int | None = None,
            secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
-    from cairn.deployments.webhook import sign
+    from cairn.webhook.server import sign
 
     raw = json.dumps(body).encode()
     delivery = delivery or uuid.uuid4().hex
@@ -110,7 +110,7 @@ def delivered(app: str, delivery: str) -> list[Any]:
 
 
 def wait_status(order: str, *statuses: Status, timeout_s: float = 240) -> dict[str, Any]:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     # A run from the UI's form or the webhook's automation is an order once it runs and tags
     # itself (kind, app, env, revision).
@@ -130,7 +130,7 @@ def read(run_id: Any) -> Any:
 
 
 def test_signed_request_starts_one_release_through_the_automation_and_a_replay_is_refused(hook: str) -> None:
-    from cairn.deployments import automations
+    from cairn.orders import events as automations
 
     app = register_app("hook")
     raw, headers = signed({"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"})
@@ -195,7 +195,7 @@ def test_unsigned_tampered_stale_and_invalid_requests_start_nothing(hook: str) -
 
 
 def test_twenty_concurrent_duplicates_of_one_delivery_start_exactly_one_release(hook: str) -> None:
-    from cairn.deployments import automations
+    from cairn.orders import events as automations
 
     app = register_app("hook")
     raw, headers = signed({"app": app, "environment": "production", "version": "v1", "batches": 1, "pause_mode": "none"})
@@ -241,7 +241,7 @@ def test_twenty_concurrent_duplicates_of_one_delivery_start_exactly_one_release(
 def test_a_delivery_prefect_could_not_start_can_be_sent_again(hook: str) -> None:
     """Prefect never retries an automation's failed action (a busy SQLite answers its create with a
     503): once Prefect reports the failure, a resend of the delivery posts its next attempt."""
-    from cairn.deployments import automations
+    from cairn.orders import events as automations
 
     app = register_app("hook")
     body = {"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cairn.deployments import auth
+from cairn.controlplane import auth
 from cairn.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def test_beyond_loopback_generates_a_private_auth_string_once(home: Path) -> Non
 
 
 def test_server_and_clients_get_the_same_string(home: Path) -> None:
-    from cairn.deployments.platform import prefect_env
+    from cairn.controlplane.processes import prefect_env
 
     assert auth.SERVER_SETTING not in prefect_env()
     value = auth.ensure("0.0.0.0")

@@ -6,7 +6,7 @@ import uuid
 
 from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
 
-from cairn.deployments import automations
+from cairn.orders import events as automations
 
 
 def render(payload: dict[str, object]) -> dict[str, object]:

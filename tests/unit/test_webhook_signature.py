@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from cairn.deployments.webhook import MAX_SKEW_S, Refusal, parse, sign, verify
+from cairn.webhook.server import MAX_SKEW_S, Refusal, parse, sign, verify
 
 SECRET = "s3cret-for-tests-only"
 NOW = 1_700_000_000

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cairn.deployments.output import console, emit, errors_as_exit
+from cairn.cli.output import console, emit, errors_as_exit
 
 app = typer.Typer(help="cairn: batch releases of containerized apps, as Prefect flows.", no_args_is_help=True, add_completion=False)
 secret_app = typer.Typer(help="Secrets kept in Prefect Secret blocks.", no_args_is_help=True)
@@ -103,12 +103,12 @@ def env_show(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Annot
 
 
 def _register_subcommands() -> None:
-    from cairn.deployments import cli_build, cli_package, cli_platform, cli_release
+    from cairn.cli import build, controlplane, package, release
 
-    cli_build.register(app)
-    cli_release.register(app)
-    cli_package.register(app)
-    cli_platform.register(app, env_app)
+    build.register(app)
+    release.register(app)
+    package.register(app)
+    controlplane.register(app, env_app)
 
 
 _register_subcommands()

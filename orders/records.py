@@ -14,8 +14,8 @@ from uuid import UUID
 
 from cairn.blocks import api
 from cairn.errors import NotFound
-from cairn.flows.history import ModeRecord, OrderRun, statuses, variable_name
-from cairn.flows.history import read as read_view
+from cairn.orders.history import ModeRecord, OrderRun, statuses, variable_name
+from cairn.orders.history import read as read_view
 from cairn.plan import PauseMode
 from cairn.status import ACTIVE, Status
 
@@ -125,3 +125,31 @@ def write_mode(order_id: UUID | str, mode: PauseMode, *, by: str, why: str, defa
 
 def is_active(run: FlowRun) -> bool:
     return status_of(run) in ACTIVE
+
+
+def close_run(run_id: UUID, timeout_s: float = 60) -> None:
+    """Cancel a release's flow run and wait until it is final. A suspended or scheduled run has no
+    process to stop, so it goes straight to Cancelled; a running or hot-paused one is cancelled by
+    its worker (Cancelling first). Instances are left as they are."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Cancelling
+
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + timeout_s
+        settled_since: float | None = None
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(run_id).state
+            if state is None or state.is_final():
+                # A worker that was just starting the run may still move it on: it is closed once
+                # it stays final for a moment.
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since > 1.5:
+                    return
+            else:
+                settled_since = None
+                no_process = state.is_scheduled() or (state.is_paused() and state.name == "Suspended")
+                if not state.is_cancelling() or no_process:
+                    client.set_flow_run_state(run_id, Cancelled() if no_process else Cancelling(), force=True)
+            time.sleep(0.2)
+        # The worker did not confirm in time (it may be gone): the order is closed all the same.
+        client.set_flow_run_state(run_id, Cancelled(), force=True)

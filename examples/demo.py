@@ -28,7 +28,7 @@ console = Console()
 
 def cairn(*args: str, input: str | None = None, capture: bool = False) -> str:
     console.print(f"[bold cyan]$ cairn {' '.join(args)}[/]")
-    proc = subprocess.run([sys.executable, "-m", "cairn.deployments.cli", *args], input=input, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cairn.cli.main", *args], input=input, text=True,
                           stdout=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         raise SystemExit(f"demo: `cairn {' '.join(args)}` exited {proc.returncode}")
@@ -44,7 +44,7 @@ def package(version: str, workdir: Path) -> Path:
 
 
 def main() -> int:
-    from cairn.deployments import platform
+    from cairn.controlplane import processes as platform
 
     was_up = platform.processes()["server"]["healthy"]
     console.rule("cairn demo: a real release on the local runtime")

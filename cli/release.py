@@ -1,6 +1,6 @@
 """``cairn release ...``: create, inspect and act on release orders.
 
-The CLI and the Prefect UI take the same code path: both end in ``cairn.flows.orders``.
+The CLI and the Prefect UI take the same code path: both end in ``cairn.orders.records``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cairn.deployments.output import console, emit, errors_as_exit
+from cairn.cli.output import console, emit, errors_as_exit
 from cairn.plan import PauseMode, pauses_after, plan_release
 
 release_app = typer.Typer(help="Release orders: ship a version to an environment batch by batch.", no_args_is_help=True)
@@ -81,12 +81,12 @@ def create(
         if dry_run:
             emit(doc, as_json, _render_plan)
             return
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         order = actions.create_order(app_name, env, version, batches, pause_mode, queue=queue)
     emit(order, as_json, lambda o: console.print(f"release order [bold]{o['id']}[/] created: {o['name']}\n{o['url']}"))
     if wait:
-        from cairn.deployments import follow
+        from cairn.cli import follow
 
         raise typer.Exit(follow.follow(order["id"]))
 
@@ -107,7 +107,7 @@ def list_cmd(app_name: Annotated[str | None, typer.Option("--app")] = None, env:
              limit: int = 50, as_json: JsonFlag = False) -> None:
     """Release orders, newest first."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         rows = actions.list_orders(app_name, env, limit)
 
@@ -124,7 +124,7 @@ def list_cmd(app_name: Annotated[str | None, typer.Option("--app")] = None, env:
 def show_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
     """One order: status, pause mode (with who switched it), and its instances."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.show(order)
     emit(data, as_json, _render_order)
@@ -136,7 +136,7 @@ def resume_cmd(order: Annotated[str, typer.Argument(metavar="ID")],
                comment: Annotated[str, typer.Option("--comment", "-c")] = "", as_json: JsonFlag = False) -> None:
     """Approve a paused order: it goes on with the next batch."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.resume(order, pause_mode, comment)
     emit(data, as_json, _render_order)
@@ -147,7 +147,7 @@ def pause_mode_cmd(order: Annotated[str, typer.Argument(metavar="ID")], mode: An
                    as_json: JsonFlag = False) -> None:
     """Switch a running or paused order to another pause mode (recorded with who and when)."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.switch_pause_mode(order, mode)
     emit(data, as_json, _render_order)
@@ -157,7 +157,7 @@ def pause_mode_cmd(order: Annotated[str, typer.Argument(metavar="ID")], mode: An
 def retry_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
     """Re-deploy only the failed instances; a failed order goes on from where it stopped."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.retry(order)
 
@@ -173,7 +173,7 @@ def retry_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
 def close_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
     """Stop an order that is not completed; it ends `closed` and instances stay as they are."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.close(order)
     emit(data, as_json, _render_order)
@@ -183,7 +183,7 @@ def close_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
 def rollback_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
     """Return every instance to the last completed revision, batch by batch (closing this order first)."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.rollback(order=order)
     emit(data, as_json, lambda d: console.print(f"rolled back ({d['rollback']})"))
@@ -192,7 +192,7 @@ def rollback_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: J
 @release_app.command("wait")
 def wait_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
     """Follow an order with a progress bar until it pauses or ends."""
-    from cairn.deployments import follow
+    from cairn.cli import follow
 
     raise typer.Exit(follow.follow(order))
 
@@ -219,7 +219,7 @@ def schedule_cmd(args: Annotated[list[str], typer.Argument(metavar="[set] APP EN
     verb = args[0] if args and args[0] in VERBS else "set"
     rest = args[1:] if args and args[0] in VERBS else args
     with errors_as_exit(as_json):
-        from cairn.deployments import schedules
+        from cairn.orders import schedules
         from cairn.errors import ConfigError
 
         if verb in ("set", "remove") and len(rest) != 2:

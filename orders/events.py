@@ -25,7 +25,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import NotFound
-from cairn.flows import orders
+from cairn.orders import records
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -158,14 +158,14 @@ def pending_runs(automation: uuid.UUID) -> list[FlowRun]:
     from prefect.client.schemas.sorting import FlowRunSort
 
     flt = FlowRunFilter(created_by=FlowRunFilterCreatedBy(id_=[automation]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=orders.ACTIVE_STATES)))  # type: ignore[arg-type]
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=records.ACTIVE_STATES)))  # type: ignore[arg-type]
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
 
 
 def run_of(delivery: str, automation: uuid.UUID) -> FlowRun | None:
     """The order ``delivery`` started, if any: by its tag, or by its parameters before it runs."""
-    tagged = orders.find_runs(f"by:{actor(delivery)}", limit=1)
+    tagged = records.find_runs(f"by:{actor(delivery)}", limit=1)
     if tagged:
         return tagged[0]
     return next((r for r in pending_runs(automation) if (r.parameters or {}).get("requested_by") == actor(delivery)), None)

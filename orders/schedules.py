@@ -79,7 +79,7 @@ def _validate(item: ReleaseSchedule, where: str = "schedule") -> Any:
 
 
 def _deployment_id() -> Any:
-    from cairn.deployments.actions import _deployment_id
+    from cairn.orders.actions import _deployment_id
 
     return _deployment_id("release")
 

@@ -109,7 +109,7 @@ RUN_WAIT_S = 20.0  # the automation creates the run about a second after the eve
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 # Deliveries this process posted an event for, whose run it has not seen yet: a repeat meanwhile
-# is a replay too. Bounded; the durable check is the run itself (``automations.run_of``).
+# is a replay too. Bounded; the durable check is the run itself (``events.run_of``).
 _posted: OrderedDict[str, uuid.UUID] = OrderedDict()
 
 
@@ -122,7 +122,7 @@ def _lock_for(delivery: str) -> threading.Lock:
 
 
 def _replayed(delivery: str, run: Any = None, event: uuid.UUID | None = None) -> Refusal:
-    from cairn.deployments.actions import ui_url
+    from cairn.records.actions import ui_url
 
     if run is None:
         return Refusal(409, f"delivery {delivery} was already received: its release is being started",
@@ -133,23 +133,23 @@ def _replayed(delivery: str, run: Any = None, event: uuid.UUID | None = None) ->
 
 def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
     """Post the release event for ``delivery`` once; a repeat of the delivery is a 409 naming its order."""
-    from cairn.deployments import automations
+    from cairn.orders import events
     from cairn.errors import NotFound
 
     with _lock_for(delivery):
         try:
-            automation = automations.automation_id()
+            automation = events.automation_id()
         except NotFound as exc:
             raise Refusal(503, exc.message, {"hint": exc.hint}) from None
-        run = automations.run_of(delivery, automation)
+        run = events.run_of(delivery, automation)
         if run is not None:
             raise _replayed(delivery, run)
         posted = _posted.get(delivery)
-        if posted is not None and automations.action_failure(posted) is None:
+        if posted is not None and events.action_failure(posted) is None:
             raise _replayed(delivery, event=posted)
         _check(req, automation)
-        event = automations.request_release(delivery, req.app, req.environment, req.model_dump(),
-                                            automations.next_attempt(delivery))
+        event = events.request_release(delivery, req.app, req.environment, req.model_dump(),
+                                            events.next_attempt(delivery))
         with _locks_guard:
             _posted[delivery] = event
             while len(_posted) > 10_000:
@@ -160,19 +160,19 @@ def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
 def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
     """Refuse now what the order would fail on: unknown app, environment or version, too many
     batches (422), or an environment another order holds (409)."""
-    from cairn.deployments import automations
+    from cairn.orders import events
     from cairn.errors import CairnError, Conflict, NotFound
-    from cairn.flows import orders
-    from cairn.flows.release import snapshot
+    from cairn.orders import records
+    from cairn.orders.revisions import snapshot
     from cairn.plan import plan_release
 
     try:
         revision = snapshot(req.app, req.environment, req.version)  # validates app, environment and version
         plan_release(revision.spec.instances, req.batches)  # and the batch count against the instances
         # Runs the automation created that have not started yet carry no tags: match their parameters.
-        waiting = [r for r in automations.pending_runs(automation)
+        waiting = [r for r in events.pending_runs(automation)
                    if (r.parameters or {}).get("app") == req.app and (r.parameters or {}).get("environment") == req.environment]
-        active = orders.active_runs(req.app, req.environment) + waiting
+        active = records.active_runs(req.app, req.environment) + waiting
         if active:
             raise Conflict(f"{req.app}/{req.environment} already has an active order {active[0].id} ({active[0].name})")
     except Conflict as exc:
@@ -185,19 +185,19 @@ def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
 
 def _answer(delivery: str, event: uuid.UUID, automation: uuid.UUID) -> dict[str, Any]:
     """The 202: the event, and the order once the automation created it (a CI links to it)."""
-    from cairn.deployments import automations
-    from cairn.deployments.actions import ui_url
+    from cairn.orders import events
+    from cairn.records.actions import ui_url
 
     answer: dict[str, Any] = {"delivery": delivery, "event": str(event), "order": None, "url": None}
     deadline = time.monotonic() + RUN_WAIT_S
     checked_failure = time.monotonic()
     while time.monotonic() < deadline:
-        run = automations.run_of(delivery, automation)
+        run = events.run_of(delivery, automation)
         if run is not None:
             return {**answer, "order": str(run.id), "url": ui_url(run.id)}
         if time.monotonic() - checked_failure > 2:  # events reach the store in batches, seconds apart
             checked_failure = time.monotonic()
-            failure = automations.action_failure(event)
+            failure = events.action_failure(event)
             if failure is not None:  # nothing started: a resend of this delivery posts the next attempt
                 with _locks_guard:
                     _posted.pop(delivery, None)

@@ -63,7 +63,7 @@ def prefect_env(api_url: str | None = None) -> dict[str, str]:
     )
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    from cairn.deployments import auth
+    from cairn.controlplane import auth
 
     value = auth.configured()
     if value:
@@ -138,7 +138,7 @@ def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "1
     """Reuse the server ``cairn up`` started, else start one (SQLite under the Prefect home).
 
     Beyond loopback the server requires basic auth (see ``auth``): one is generated if none is set."""
-    from cairn.deployments import auth
+    from cairn.controlplane import auth
 
     state = _read_state()
     server = state.get("server", {})
@@ -243,7 +243,7 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.workers.process import ProcessWorker
 
-    from cairn.deployments import warmstart
+    from cairn.controlplane import warmstart
 
     # Runs start through the warm start client (warmstart.py), which falls back to a cold start.
     template = ProcessWorker.get_default_base_job_template()
@@ -267,7 +267,7 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
         with contextlib.redirect_stdout(io.StringIO()):
             ids[name] = str(flow.deploy(name=name, work_pool_name=WORK_POOL, print_next_steps=False, build=False, push=False,
                                         ignore_warnings=True))
-    from cairn.deployments.automations import ensure_release_automation  # the webhook's event -> a release run
+    from cairn.orders.events import ensure_release_automation  # the webhook's event -> a release run
 
     ensure_release_automation(ids["release"])
     return ids
@@ -285,7 +285,7 @@ def ensure_worker(api_url: str) -> int:
 
 def ensure_warm_start(api_url: str) -> int:
     """The warm start server (warmstart.py): flow runs fork from it instead of importing Prefect anew."""
-    return _ensure_process("warm", ["-m", "cairn.deployments.warmstart", "serve", str(warm_socket())], api_url)
+    return _ensure_process("warm", ["-m", "cairn.controlplane.warmstart", "serve", str(warm_socket())], api_url)
 
 
 def _ensure_process(name: str, argv: list[str], api_url: str) -> int:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cairn.deployments.output import console, emit, errors_as_exit
+from cairn.cli.output import console, emit, errors_as_exit
 from cairn.plan import PauseMode
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
@@ -36,7 +36,7 @@ def build(
     with errors_as_exit(as_json):
         from cairn.blocks import store
         from cairn.config import ref_problem
-        from cairn.deployments import actions
+        from cairn.orders import actions
         from cairn.errors import ConfigError
 
         app_block = store.load_app(app_name)
@@ -60,7 +60,7 @@ def build(
 def _run_build(app: str, ref: str, timeout_s: float) -> dict[str, Any]:
     from prefect.deployments import run_deployment
 
-    from cairn.deployments.actions import ui_url
+    from cairn.orders.actions import ui_url
     from cairn.errors import CairnError
 
     run = run_deployment("build/build", parameters={"app": app, "ref": ref}, timeout=timeout_s, poll_interval=0.5,

@@ -6,14 +6,14 @@ import time
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cairn.deployments.output import console
+from cairn.cli.output import console
 from cairn.status import Status
 
 STOP = {Status.PAUSED, Status.COMPLETED, Status.FAILED, Status.CLOSED, Status.ROLLED_BACK}
 
 
 def follow(order: str, timeout_s: float = 3600) -> int:
-    from cairn.deployments import actions
+    from cairn.orders import actions
 
     deadline = time.monotonic() + timeout_s
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),

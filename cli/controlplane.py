@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cairn.deployments.output import console, emit, errors_as_exit
+from cairn.cli.output import console, emit, errors_as_exit
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 AppArg = Annotated[str, typer.Argument(metavar="APP")]
@@ -18,8 +18,8 @@ agent_app = typer.Typer(help="The local node agent that owns local instances.", 
 
 
 def register(root: typer.Typer, env_app: typer.Typer) -> None:
-    from cairn.deployments import auth
-    from cairn.deployments.webhook_cli import webhook_app
+    from cairn.controlplane import auth
+    from cairn.cli.webhook import webhook_app
 
     auth.export_client_env()
     root.add_typer(agent_app, name="agent")
@@ -46,7 +46,8 @@ def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API a
     with errors_as_exit(as_json):
         import os
 
-        from cairn.deployments import auth, platform
+        from cairn.controlplane import auth
+        from cairn.controlplane import processes as platform
         from cairn.runtimes.local import start_agent
 
         server = platform.ensure_server(port=port, host=host)
@@ -66,7 +67,7 @@ def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API a
 def down(purge: Annotated[bool, typer.Option("--purge", help="Also stop every local instance.")] = False) -> None:
     """Stop the worker, the server and the agent (instances keep running unless --purge)."""
     with errors_as_exit():
-        from cairn.deployments import platform
+        from cairn.controlplane import processes as platform
         from cairn.runtimes.local import stop_agent
 
         platform.stop_worker()
@@ -77,7 +78,7 @@ def down(purge: Annotated[bool, typer.Option("--purge", help="Also stop every lo
 
 def status(as_json: JsonFlag = False) -> None:
     """What of the platform runs."""
-    from cairn.deployments import platform
+    from cairn.controlplane import processes as platform
     from cairn.runtimes.local import agent_status
 
     data = {**platform.processes(), "agent": agent_status()}
@@ -210,7 +211,7 @@ def exec_cmd(ctx: typer.Context, app: AppArg, env: EnvArg, instance: Annotated[s
     """Run a command inside an instance: cairn exec APP ENV INSTANCE -- CMD..."""
     command = [a for a in ctx.args if a != "--"] or ["sh", "-c", "true"]
     with errors_as_exit():
-        from cairn.deployments.actions import who
+        from cairn.orders.actions import who
 
         t = _target(app, env)
         result = t.runtime.exec(t.env, instance, command, user=who())
@@ -222,7 +223,7 @@ def exec_cmd(ctx: typer.Context, app: AppArg, env: EnvArg, instance: Annotated[s
 def shell(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")]) -> None:
     """An interactive shell inside an instance (its env, paths and cwd)."""
     with errors_as_exit():
-        from cairn.deployments.actions import who
+        from cairn.orders.actions import who
 
         t = _target(app, env)
         code = t.runtime.shell(t.env, instance, user=who())
@@ -232,7 +233,7 @@ def shell(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(meta
 def env_rollback(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
     """Return the environment to the last completed revision (closing an active order first)."""
     with errors_as_exit(as_json):
-        from cairn.deployments import actions
+        from cairn.orders import actions
 
         data = actions.rollback(app=app, env=env)
     emit(data, as_json, lambda d: console.print(f"rolled back ({d['rollback']})"))

@@ -12,10 +12,10 @@ webhook_app = typer.Typer(help="A signed webhook that starts releases (for CI sy
 @webhook_app.command("serve")
 def serve(host: Annotated[str, typer.Option("--host", help="Listen address.")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port", help="Listen port.")] = 8787) -> None:
-    """Serve POST /releases (HMAC-SHA256 signed, see `cairn.deployments.webhook`) until interrupted.
+    """Serve POST /releases (HMAC-SHA256 signed, see `cairn.webhook.server`) until interrupted.
 
     Requests carry X-Cairn-Delivery, X-Cairn-Timestamp and X-Cairn-Signature: sha256=HMAC(secret,
     "<timestamp>.<delivery>." + body), with the secret from `cairn secret set webhook-secret`."""
-    from cairn.deployments.webhook import serve as run
+    from cairn.webhook.server import serve as run
 
     run(host, port)

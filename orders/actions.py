@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import ActionRefused, CairnError, Conflict, NotFound
-from cairn.flows import history, orders
+from cairn.orders import history, records
 from cairn.plan import PauseMode
 from cairn.status import Action, Status, refusal
 
@@ -42,7 +42,7 @@ def describe_all(runs: Sequence[history.OrderRun]) -> list[dict[str, Any]]:
         "id": str(run.id), "name": run.name, "app": run.parameters.get("app"), "environment": run.parameters.get("environment"),
         "version": run.parameters.get("version"), "batches": run.parameters.get("batches"), "pause_mode": str(modes[run.id].mode),
         "pause_mode_history": modes[run.id].history, "status": str(statuses[run.id]), "state": run.state_name,
-        "revision": run.tag(orders.REV_TAG), "created": run.created.isoformat() if run.created else None, "url": ui_url(run.id),
+        "revision": run.tag(records.REV_TAG), "created": run.created.isoformat() if run.created else None, "url": ui_url(run.id),
         "message": run.message,
     } for run in runs]
 
@@ -66,7 +66,7 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     creates exactly one run, and every loser sees a run that does not carry its request tag."""
     from prefect.client.orchestration import get_client
 
-    from cairn.flows.release import snapshot
+    from cairn.orders.revisions import snapshot
 
     revision = snapshot(app, env, version)
     deployment = _deployment_id("release")
@@ -74,30 +74,30 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     params: dict[str, Any] = {"app": app, "environment": env, "version": version, "batches": batches, "pause_mode": str(mode)}
     if hot_pause_s is not None:
         params["hot_pause_s"] = hot_pause_s
-    tags = [*orders.tags_for("release", app, env), f"{orders.REV_TAG}{revision.digest[:32]}", f"{orders.CLUSTER_TAG}{revision.spec.cluster}",
+    tags = [*records.tags_for("release", app, env), f"{records.REV_TAG}{revision.digest[:32]}", f"{records.CLUSTER_TAG}{revision.spec.cluster}",
             f"request:{request}"]
     if queue:
         tags.append("queued")
     tags.append(f"by:{who()}")
     for _ in range(5):
-        active = orders.active_runs(app, env)
+        active = records.active_runs(app, env)
         if active and not queue:
-            raise Conflict(f"{app}/{env} already has an active order {active[0].id} ({active[0].name}, {orders.status_of(active[0])})",
+            raise Conflict(f"{app}/{env} already has an active order {active[0].id} ({active[0].name}, {records.status_of(active[0])})",
                            hint="resume, close or wait for it; or pass --queue")
-        last = orders.last_finished(app, env)
+        last = records.last_finished(app, env)
         key = f"release:{app}:{env}:after:{last.id if last else 'none'}" if not queue else f"queued:{request}"
         with get_client(sync_client=True) as client:
             run = client.create_flow_run_from_deployment(deployment, parameters=params, tags=tags, idempotency_key=key,
                                                          name=f"{app}-{env}-{version}")
         if f"request:{request}" in run.tags:
             return describe(run)
-        if orders.is_active(run):
+        if records.is_active(run):
             raise Conflict(f"{app}/{env} already has an active order {run.id} ({run.name})", hint="resume, close or wait for it")
     raise Conflict(f"{app}/{env} is changing too fast to create an order", hint="try again")
 
 
 def _refuse_unless(run: FlowRun, action: Action) -> Status:
-    status = orders.status_of(run)
+    status = records.status_of(run)
     why = refusal(status, action)
     if why:
         raise ActionRefused(f"order {run.id}: {why}")
@@ -105,37 +105,35 @@ def _refuse_unless(run: FlowRun, action: Action) -> Status:
 
 
 def resume(order: str, mode: PauseMode | None = None, comment: str = "") -> dict[str, Any]:
-    run = orders.read_order(order)
+    run = records.read_order(order)
     _refuse_unless(run, Action.RESUME)
-    current = orders.read_mode(run.id, PauseMode(run.parameters.get("pause_mode", "first_batch"))).mode
+    current = records.read_mode(run.id, PauseMode(run.parameters.get("pause_mode", "first_batch"))).mode
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         result = client.resume_flow_run(run.id, run_input={"pause_mode": str(mode or current), "comment": comment, "approved_by": who()})
     if result.status.value != "ACCEPT":
         raise ActionRefused(f"order {run.id} refused the resume: {result.details.reason if result.details else result.status.value}")
-    return describe(orders.read_order(str(run.id)))
+    return describe(records.read_order(str(run.id)))
 
 
 def switch_pause_mode(order: str, mode: PauseMode) -> dict[str, Any]:
-    run = orders.read_order(order)
+    run = records.read_order(order)
     _refuse_unless(run, Action.SWITCH_PAUSE_MODE)
     default = PauseMode(run.parameters.get("pause_mode", "first_batch"))
-    current = orders.read_mode(run.id, default).mode
+    current = records.read_mode(run.id, default).mode
     if mode is current:
         raise ActionRefused(f"order {run.id} already pauses in mode {mode}", hint=f"switch to one of {[str(m) for m in PauseMode if m is not mode]}")
-    orders.write_mode(run.id, mode, by=who(), why="switched", default=default)
+    records.write_mode(run.id, mode, by=who(), why="switched", default=default)
     return describe(run)
 
 
 def close(order: str) -> dict[str, Any]:
-    from cairn.flows.rollback import close_run
-
-    run = orders.read_order(order)
+    run = records.read_order(order)
     _refuse_unless(run, Action.CLOSE)
-    orders.set_tags(run.id, [f"closed-by:{who()}"])
-    close_run(run.id)
-    return describe(orders.read_order(str(run.id)))
+    records.set_tags(run.id, [f"closed-by:{who()}"])
+    records.close_run(run.id)
+    return describe(records.read_order(str(run.id)))
 
 
 def _run_and_wait(deployment: str, params: dict[str, Any], name_tags: list[str], timeout_s: float = 900) -> FlowRun:
@@ -153,7 +151,7 @@ def _run_and_wait(deployment: str, params: dict[str, Any], name_tags: list[str],
 
 
 def retry(order: str) -> dict[str, Any]:
-    run = orders.read_order(order)
+    run = records.read_order(order)
     _refuse_unless(run, Action.RETRY)
     finished = _run_and_wait("retry", {"order": str(run.id)}, ["cairn", "kind:retry", f"order:{run.id}", f"by:{who()}"])
     if not (finished.state and finished.state.is_completed()):
@@ -162,12 +160,12 @@ def retry(order: str) -> dict[str, Any]:
 
     with get_client(sync_client=True) as client:
         result = client.read_flow_run(finished.id).state.result(raise_on_failure=False)  # type: ignore[union-attr]
-    return {"order": describe(orders.read_order(str(run.id))), "retry": result if isinstance(result, dict) else {}}
+    return {"order": describe(records.read_order(str(run.id))), "retry": result if isinstance(result, dict) else {}}
 
 
 def rollback(order: str | None = None, app: str | None = None, env: str | None = None, wait: bool = True) -> dict[str, Any]:
     if order:
-        run = orders.read_order(order)
+        run = records.read_order(order)
         _refuse_unless(run, Action.ROLLBACK)
         app, env = run.parameters["app"], run.parameters["environment"]
         batches = int(run.parameters.get("batches", 2))
@@ -175,7 +173,7 @@ def rollback(order: str | None = None, app: str | None = None, env: str | None =
         batches = 2
     assert app and env
     params = {"app": app, "environment": env, "order": order, "batches": batches}
-    finished = _run_and_wait("rollback", params, [*orders.tags_for("rollback", app, env), f"by:{who()}"])
+    finished = _run_and_wait("rollback", params, [*records.tags_for("rollback", app, env), f"by:{who()}"])
     if not (finished.state and finished.state.is_completed()):
         raise CairnError(f"rollback failed: {finished.state.message if finished.state else '?'}", hint=ui_url(finished.id))
     return {"rollback": str(finished.id), "state": finished.state.name}

@@ -1,0 +1,1 @@
+"""The signed webhook CI systems call to start releases."""
