@@ -19,7 +19,7 @@ from cairn.errors import BatchFailed
 from cairn.flows import approval
 from cairn.orders import records
 from cairn.background import in_background
-from cairn.records.history import ModeRecord
+from cairn.orders.history import ModeRecord
 from cairn.plan import PauseMode, next_step, plan_release
 from cairn.revision import Revision
 from cairn.tasks.batch import apply_batch, observe, retire_slots, slot_states, wait_healthy

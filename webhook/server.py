@@ -122,7 +122,7 @@ def _lock_for(delivery: str) -> threading.Lock:
 
 
 def _replayed(delivery: str, run: Any = None, event: uuid.UUID | None = None) -> Refusal:
-    from cairn.records.actions import ui_url
+    from cairn.orders.actions import ui_url
 
     if run is None:
         return Refusal(409, f"delivery {delivery} was already received: its release is being started",
@@ -186,7 +186,7 @@ def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
 def _answer(delivery: str, event: uuid.UUID, automation: uuid.UUID) -> dict[str, Any]:
     """The 202: the event, and the order once the automation created it (a CI links to it)."""
     from cairn.orders import events
-    from cairn.records.actions import ui_url
+    from cairn.orders.actions import ui_url
 
     answer: dict[str, Any] = {"delivery": delivery, "event": str(event), "order": None, "url": None}
     deadline = time.monotonic() + RUN_WAIT_S
