@@ -25,6 +25,11 @@ class PauseMode(StrEnum):
     """Never pause."""
 
 
+# The same three names as a type, for forms and payloads that want a Literal (Prefect renders a
+# Literal parameter as a dropdown); tests/unit/test_plan.py holds the two equal.
+PauseModeName = Literal["first_batch", "every_batch", "none"]
+
+
 def batch_sizes(instances: int, batches: int) -> list[int]:
     """Sizes of ``batches`` batches over ``instances``: they differ by at most one, and the later
     batches take the extra instances, so the first batch (the canary) is the smallest.

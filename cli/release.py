@@ -70,14 +70,12 @@ def create(
 ) -> None:
     """Create a release order (one Prefect flow run)."""
     with errors_as_exit(as_json):
-        from cairn.blocks import store
-        from cairn.revision import Revision
+        from cairn.orders.requests import ReleaseRequest, check
 
-        env_block = store.load_environment(app_name, env)
-        app_block = store.load_app(app_name)
-        # Validate the version and the batch count before anything is created.
-        Revision(app=app_name, environment=env_block.environment, deploy_type=app_block.deploy_type, version=version, spec=env_block.spec)
-        doc = plan_document(app_name, env, version, env_block.spec.instances, batches, pause_mode)
+        # The pre-flight check every door runs (it stores nothing), before anything is created.
+        checked = check(ReleaseRequest.parse({"app": app_name, "environment": env, "version": version, "batches": batches,
+                                              "pause_mode": pause_mode}))
+        doc = plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode)
         if dry_run:
             emit(doc, as_json, _render_plan)
             return

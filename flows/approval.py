@@ -14,7 +14,6 @@ and batches not yet approved still ask.
 from __future__ import annotations
 
 import time
-from typing import Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -29,7 +28,7 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
-from cairn.plan import PauseMode
+from cairn.plan import PauseMode, PauseModeName
 
 HOT_POLL_S = 0.25
 
@@ -37,7 +36,7 @@ HOT_POLL_S = 0.25
 class Approval(RunInput):
     """Approve the next batch of this release order."""
 
-    pause_mode: Literal["first_batch", "every_batch", "none"] = Field(
+    pause_mode: PauseModeName = Field(
         title="Pause mode",
         description="How the rest of the release pauses: after the **first batch** only, after **every batch**, or **none**.",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 from typing_extensions import Annotated
@@ -11,33 +11,19 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 
-from cairn.errors import Conflict
-from cairn.orders import records
-from cairn.orders.revisions import revision_and_runtime, snapshot
 from cairn.background import in_background
+from cairn.config import EnvironmentName
 from cairn.flows.engine import current_run, drive
-from cairn.plan import PauseMode, plan_release
+from cairn.orders import records, rules, tags
+from cairn.orders.requests import ReleaseRequest
+from cairn.orders.revisions import revision_and_runtime, snapshot
+from cairn.plan import PauseMode, PauseModeName, plan_release
 from cairn.revision import VERSION
 from cairn.tasks.context import target
 
 
-def guard_single_active(me: FlowRun, app: str, environment: str) -> None:
-    """Refuse to run while an older order holds the environment (also for runs started in the UI);
-    a queued order (``--queue``) waits for the older ones to end instead."""
-    import time
-
-    logged = False
-    while True:
-        older = [r for r in records.active_runs(app, environment, exclude=me.id) if r.created and me.created and r.created < me.created]
-        if not older:
-            return
-        if "queued" not in me.tags:
-            raise Conflict(f"environment {app}/{environment} already has an active order {older[0].id} ({older[0].name})",
-                           hint="wait for it, close it, or create with --queue")
-        if not logged:
-            get_run_logger().info("queued behind order %s (%s)", older[0].id, older[0].name)
-            logged = True
-        time.sleep(2)
+def _take_turn(me: FlowRun, app: str, environment: str) -> None:
+    rules.take_turn(me, app, environment, on_wait=lambda ahead: get_run_logger().info("queued behind order %s (%s)", ahead.id, ahead.name))
 
 
 # A tag's worth of text: a user name or `webhook:<delivery id>`.
@@ -53,11 +39,11 @@ def _ui(title: str, description: str) -> dict[str, str]:
 @flow(name="release", flow_run_name="{app}-{environment}-{version}", persist_result=True, validate_parameters=True)
 def release(
     app: Annotated[str, Field(min_length=1, json_schema_extra=_ui("App", "Name of a registered app (`cairn app list`)."))],
-    environment: Annotated[Literal["production", "test"], Field(json_schema_extra=_ui("Environment", "Where to ship."))],
+    environment: Annotated[EnvironmentName, Field(json_schema_extra=_ui("Environment", "Where to ship."))],
     version: Annotated[str, Field(pattern=VERSION.pattern, json_schema_extra=_ui(
         "Version", "Image tag or code package version: 1-63 letters, digits, `.`, `_` or `-` (e.g. `v2`, `1.4.0`)."))],
     batches: Annotated[int, Field(ge=1, json_schema_extra=_ui("Batches", "Number of batches, 1 <= batches <= instances."))] = 2,
-    pause_mode: Annotated[Literal["first_batch", "every_batch", "none"], Field(json_schema_extra=_ui(
+    pause_mode: Annotated[PauseModeName, Field(json_schema_extra=_ui(
         "Pause mode", "Pause for approval after the **first batch** only, after **every batch** but the last, or **none**."))] = "first_batch",
     hot_pause_s: Annotated[float, Field(ge=0, json_schema_extra=_ui(
         "Hot pause (s)", "Stay paused in-process this long (fast resume), then suspend (no process)."))] = 600.0,
@@ -70,16 +56,16 @@ def release(
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     me = context.flow_run  # as the engine read it when the run started: tags and creation time
-    tags = me.tags
+    run_tags = me.tags
     # The one-order guard needs nothing but the run: it reads the active orders while this thread
     # reads the revision and reaches the runtime, and is waited on before anything is touched.
-    guarded = in_background(guard_single_active, me, app, environment)
-    revision = revision_and_runtime(tags) or snapshot(app, environment, version)
+    guarded = in_background(_take_turn, me, app, environment)
+    revision = revision_and_runtime(run_tags) or snapshot(ReleaseRequest.parse(
+        {"app": app, "environment": environment, "version": version, "batches": batches, "pause_mode": pause_mode}))
     # Runs the webhook's automation creates carry nothing but parameters: who asked becomes a tag.
-    by = [f"by:{requested_by}"] if requested_by else []
-    wanted = [*records.tags_for("release", app, environment), f"{records.REV_TAG}{revision.digest[:32]}",
-              f"{records.CLUSTER_TAG}{revision.spec.cluster}", *by]
-    if not set(wanted) <= set(tags):  # a re-run (resume after a suspend, retry) has them already
+    by = [tags.by(requested_by)] if requested_by else []
+    wanted = [*tags.for_kind("release", app, environment), *tags.for_revision(revision.digest, revision.spec.cluster), *by]
+    if not set(wanted) <= set(run_tags):  # a re-run (resume after a suspend, retry) has them already
         records.set_tags(run_id, wanted)
     # The UI's form does not run Python validators and the batch count depends on the stored
     # environment: refuse a bad one before waiting for, or touching, anything.

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.client.orchestration import get_client
-from prefect.states import Cancelled, Cancelling
 
+from cairn.config import EnvironmentName
 from cairn.errors import NotFound
-from cairn.orders import records
+from cairn.orders import records, tags
 from cairn.flows.engine import current_run, drive
 from cairn.orders.records import close_run
 from cairn.orders.revisions import revision_of_run
@@ -18,28 +16,28 @@ from cairn.plan import PauseMode
 
 
 @flow(name="rollback", flow_run_name="rollback-{app}-{environment}", persist_result=True)
-def rollback(app: str, environment: Literal["production", "test"], order: str | None = None, batches: int = 2) -> dict[str, Any]:
+def rollback(app: str, environment: EnvironmentName, order: str | None = None, batches: int = 2) -> dict[str, Any]:
     """Close the active order (if any) and ship the revision of the last completed order again."""
     run_id, _ = current_run()
     logger = get_run_logger()
     for active in records.active_runs(app, environment, exclude=run_id):
-        if "kind:release" in active.tags:
+        if f"{tags.KIND}release" in active.tags:
             logger.info("closing active order %s before rolling back", active.id)
             close_run(active.id)
     exclude = None
     if order:
         exclude = records.read_order(order).id
     else:
-        latest = records.find_runs("cairn", "kind:release", f"app:{app}", f"env:{environment}", limit=1)
+        latest = records.find_runs(*tags.for_kind("release", app, environment), limit=1)
         exclude = latest[0].id if latest else None
     previous = records.last_completed(app, environment, exclude=exclude)
     revision = revision_of_run(previous.tags) if previous else None
     if revision is None:
         raise NotFound(f"{app}/{environment} has no completed order to roll back to", hint="a rollback needs an earlier completed release")
-    tags = [*records.tags_for("rollback", app, environment), f"{records.REV_TAG}{revision.digest[:32]}"]
+    wanted = [*tags.for_kind("rollback", app, environment), *tags.for_revision(revision.digest, revision.spec.cluster)]
     if exclude:
-        tags.append(f"rollback-of:{exclude}")
-    records.set_tags(run_id, tags)
+        wanted.append(f"{tags.ROLLBACK_OF}{exclude}")
+    records.set_tags(run_id, wanted)
     logger.info("rolling %s %s back to %s (revision %s)", app, environment, revision.version, revision.short)
     return drive(revision, min(batches, revision.spec.instances), PauseMode.NONE, hot_pause_s=0, suspend_timeout_s=86400,
                  title=f"rollback {app} {environment} -> {revision.version}")

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import ActionRefused, CairnError, Conflict, NotFound
-from cairn.orders import history, records
+from cairn.orders import history, records, rules, tags
+from cairn.orders.requests import ReleaseRequest, check
+from cairn.orders.revisions import freeze
 from cairn.plan import PauseMode
 from cairn.status import Action, Status, refusal
 
@@ -42,57 +44,41 @@ def describe_all(runs: Sequence[history.OrderRun]) -> list[dict[str, Any]]:
         "id": str(run.id), "name": run.name, "app": run.parameters.get("app"), "environment": run.parameters.get("environment"),
         "version": run.parameters.get("version"), "batches": run.parameters.get("batches"), "pause_mode": str(modes[run.id].mode),
         "pause_mode_history": modes[run.id].history, "status": str(statuses[run.id]), "state": run.state_name,
-        "revision": run.tag(records.REV_TAG), "created": run.created.isoformat() if run.created else None, "url": ui_url(run.id),
+        "revision": run.tag(tags.REV), "created": run.created.isoformat() if run.created else None, "url": ui_url(run.id),
         "message": run.message,
     } for run in runs]
 
 
-def _deployment_id(name: str) -> uuid.UUID:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        try:
-            return client.read_deployment_by_name(f"{name}/{name}").id
-        except Exception:
-            raise NotFound(f"the {name!r} deployment does not exist", hint="start the platform with `cairn up`") from None
-
-
 def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode, *, queue: bool = False,
                  hot_pause_s: float | None = None) -> dict[str, Any]:
-    """One flow run per order, and one active order per environment, even under a race.
+    """One flow run per order, and one active order per environment, even under a race (``rules``).
 
-    The run is created with an idempotency key derived from the environment and its last
-    finished order: creates racing for the same environment compute the same key, Prefect
-    creates exactly one run, and every loser sees a run that does not carry its request tag."""
+    The request is checked first (``requests.check``: nothing is created for a bad one), then its
+    revision frozen, then the run created. Every loser of a create race sees a run that does not
+    carry its own ``request:`` tag."""
     from prefect.client.orchestration import get_client
 
-    from cairn.orders.revisions import snapshot
-
-    revision = snapshot(app, env, version)
-    deployment = _deployment_id("release")
+    checked = check(ReleaseRequest.parse({"app": app, "environment": env, "version": version, "batches": batches, "pause_mode": mode}))
+    if not queue:
+        rules.refuse_if_held(app, env)
+    revision = freeze(checked.revision)
+    deployment = records.deployment_id("release")
     request = uuid.uuid4().hex
-    params: dict[str, Any] = {"app": app, "environment": env, "version": version, "batches": batches, "pause_mode": str(mode)}
+    params = checked.request.parameters()
     if hot_pause_s is not None:
         params["hot_pause_s"] = hot_pause_s
-    tags = [*records.tags_for("release", app, env), f"{records.REV_TAG}{revision.digest[:32]}", f"{records.CLUSTER_TAG}{revision.spec.cluster}",
-            f"request:{request}"]
-    if queue:
-        tags.append("queued")
-    tags.append(f"by:{who()}")
+    run_tags = [*tags.for_kind("release", app, env), *tags.for_revision(revision.digest, revision.spec.cluster),
+                f"{tags.REQUEST}{request}", *([tags.QUEUED] if queue else []), tags.by(who())]
     for _ in range(5):
-        active = records.active_runs(app, env)
-        if active and not queue:
-            raise Conflict(f"{app}/{env} already has an active order {active[0].id} ({active[0].name}, {records.status_of(active[0])})",
-                           hint="resume, close or wait for it; or pass --queue")
-        last = records.last_finished(app, env)
-        key = f"release:{app}:{env}:after:{last.id if last else 'none'}" if not queue else f"queued:{request}"
+        key = rules.create_key(app, env, queued_request=request if queue else None)
         with get_client(sync_client=True) as client:
-            run = client.create_flow_run_from_deployment(deployment, parameters=params, tags=tags, idempotency_key=key,
+            run = client.create_flow_run_from_deployment(deployment, parameters=params, tags=run_tags, idempotency_key=key,
                                                          name=f"{app}-{env}-{version}")
-        if f"request:{request}" in run.tags:
+        if f"{tags.REQUEST}{request}" in run.tags:
             return describe(run)
         if records.is_active(run):
             raise Conflict(f"{app}/{env} already has an active order {run.id} ({run.name})", hint="resume, close or wait for it")
+        # The key named an order that finished meanwhile: the environment is free again, try anew.
     raise Conflict(f"{app}/{env} is changing too fast to create an order", hint="try again")
 
 
@@ -131,29 +117,26 @@ def switch_pause_mode(order: str, mode: PauseMode) -> dict[str, Any]:
 def close(order: str) -> dict[str, Any]:
     run = records.read_order(order)
     _refuse_unless(run, Action.CLOSE)
-    records.set_tags(run.id, [f"closed-by:{who()}"])
+    records.set_tags(run.id, [f"{tags.CLOSED_BY}{who()}"])
     records.close_run(run.id)
     return describe(records.read_order(str(run.id)))
 
 
-def _run_and_wait(deployment: str, params: dict[str, Any], name_tags: list[str], timeout_s: float = 900) -> FlowRun:
-    from prefect.client.orchestration import get_client
+def _run_to_end(deployment: str, params: dict[str, Any], run_tags: list[str], timeout_s: float = 900) -> FlowRun:
+    """A run of one of cairn's deployments, waited for until it is final (Prefect's ``run_deployment``)."""
+    from prefect.deployments import run_deployment
 
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run_from_deployment(_deployment_id(deployment), parameters=params, tags=name_tags)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run.id)
-            if run.state and run.state.is_final():
-                return run
-            time.sleep(0.3)
-    raise CairnError(f"{deployment} run {run.id} did not finish within {timeout_s:.0f}s", hint=ui_url(run.id))
+    run = run_deployment(records.deployment_id(deployment), parameters=params, tags=run_tags, timeout=timeout_s, poll_interval=0.3,
+                         as_subflow=False)
+    if not (run.state and run.state.is_final()):
+        raise CairnError(f"{deployment} run {run.id} did not finish within {timeout_s:.0f}s", hint=ui_url(run.id))
+    return run
 
 
 def retry(order: str) -> dict[str, Any]:
     run = records.read_order(order)
     _refuse_unless(run, Action.RETRY)
-    finished = _run_and_wait("retry", {"order": str(run.id)}, ["cairn", "kind:retry", f"order:{run.id}", f"by:{who()}"])
+    finished = _run_to_end("retry", {"order": str(run.id)}, [tags.CAIRN, f"{tags.KIND}retry", f"{tags.ORDER}{run.id}", tags.by(who())])
     if not (finished.state and finished.state.is_completed()):
         raise CairnError(f"retry of {run.id} failed: {finished.state.message if finished.state else '?'}", hint=ui_url(finished.id))
     from prefect.client.orchestration import get_client
@@ -173,7 +156,7 @@ def rollback(order: str | None = None, app: str | None = None, env: str | None =
         batches = 2
     assert app and env
     params = {"app": app, "environment": env, "order": order, "batches": batches}
-    finished = _run_and_wait("rollback", params, [*records.tags_for("rollback", app, env), f"by:{who()}"])
+    finished = _run_to_end("rollback", params, [*tags.for_kind("rollback", app, env), tags.by(who())])
     if not (finished.state and finished.state.is_completed()):
         raise CairnError(f"rollback failed: {finished.state.message if finished.state else '?'}", hint=ui_url(finished.id))
     return {"rollback": str(finished.id), "state": finished.state.name}
@@ -195,8 +178,8 @@ def show(order: str) -> dict[str, Any]:
 
 
 def list_orders(app: str | None = None, env: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    tags = ["cairn", "kind:release"] + ([f"app:{app}"] if app else []) + ([f"env:{env}"] if env else [])
-    return describe_all(history.find(*tags, limit=limit))
+    wanted = [tags.CAIRN, f"{tags.KIND}release"] + ([f"{tags.APP}{app}"] if app else []) + ([f"{tags.ENV}{env}"] if env else [])
+    return describe_all(history.find(*wanted, limit=limit))
 
 
 def wait_for(order: str, statuses: set[Status], timeout_s: float = 600) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import NotFound
-from cairn.orders import records
+from cairn.orders import records, tags
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -165,7 +165,7 @@ def pending_runs(automation: uuid.UUID) -> list[FlowRun]:
 
 def run_of(delivery: str, automation: uuid.UUID) -> FlowRun | None:
     """The order ``delivery`` started, if any: by its tag, or by its parameters before it runs."""
-    tagged = records.find_runs(f"by:{actor(delivery)}", limit=1)
+    tagged = records.find_runs(tags.by(actor(delivery)), limit=1)
     if tagged:
         return tagged[0]
     return next((r for r in pending_runs(automation) if (r.parameters or {}).get("requested_by") == actor(delivery)), None)

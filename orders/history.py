@@ -18,6 +18,8 @@ from uuid import UUID
 
 from cairn.blocks import api
 from cairn.errors import NotFound
+from cairn.orders import tags
+from cairn.orders.tags import ROLLBACK_OF
 from cairn.plan import PauseMode
 from cairn.status import Status, rollback_status, status_from_state
 
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 PAGE = 200  # the most one /filter request returns (the server's default limit)
-ROLLBACK_OF = "rollback-of:"
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class OrderRun:
                    state.name if state else None, state.message if state else None, run.created)
 
     def tag(self, prefix: str) -> str | None:
-        return next((t[len(prefix):] for t in self.tags if t.startswith(prefix)), None)
+        return tags.value(self.tags, prefix)
 
     @property
     def default_mode(self) -> PauseMode:
@@ -105,7 +106,7 @@ def read(order: str) -> OrderRun:
     if run_id is not None:
         try:
             run = OrderRun.from_json(api.get(f"flow_runs/{run_id}", f"flow run {run_id}"))
-            if "kind:release" in run.tags:
+            if f"{tags.KIND}release" in run.tags:
                 return run
         except NotFound:
             pass
@@ -115,7 +116,7 @@ def read(order: str) -> OrderRun:
         # the whole history: an order older than the newest page must be found too.
         prefix, offset = order.lower(), 0
         while True:
-            page = find("cairn", "kind:release", limit=PAGE, offset=offset)
+            page = find(tags.CAIRN, f"{tags.KIND}release", limit=PAGE, offset=offset)
             matches.update({r.id: r for r in page if str(r.id).startswith(prefix)})
             if len(page) < PAGE:
                 break
@@ -130,11 +131,11 @@ def read(order: str) -> OrderRun:
 def statuses(runs: Sequence[OrderRun]) -> dict[UUID, Status]:
     """Each run's status: its own state, unless a rollback run targets it (one query for all)."""
     out = {r.id: status_from_state(r.state_type, r.state_name) for r in runs}
-    releases = [r.id for r in runs if "kind:release" in r.tags]
+    releases = [r.id for r in runs if f"{tags.KIND}release" in r.tags]
     rollbacks: dict[UUID, list[OrderRun]] = {}
     for start in range(0, len(releases), PAGE):
         wanted = [f"{ROLLBACK_OF}{i}" for i in releases[start:start + PAGE]]
-        for rollback in find("cairn", "kind:rollback", limit=10 * PAGE, any_tags=wanted):
+        for rollback in find(tags.CAIRN, f"{tags.KIND}rollback", limit=10 * PAGE, any_tags=wanted):
             target = rollback.tag(ROLLBACK_OF)
             if target:
                 rollbacks.setdefault(UUID(target), []).append(rollback)

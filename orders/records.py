@@ -1,9 +1,8 @@
-"""Release orders as Prefect records: an order *is* a flow run, found by its tags.
+"""Release orders as Prefect records: an order *is* a flow run, found by its tags (``tags``).
 
-Tags on every run: ``cairn``, ``kind:release`` (or ``kind:rollback``, ``kind:retry``),
-``app:<app>``, ``env:<env>``, ``rev:<digest prefix>`` and ``cluster:<name>`` (a release's) once
-the revision is known, and ``rollback-of:<order id>`` on rollbacks. The pause mode in force and its history live in a
-Prefect Variable per order, so a switch reaches a running flow and survives a suspend.
+This module finds and changes those records: the runs of an environment, an order by its id or
+a prefix of it, its tags, closing it. The pause mode in force and its history live in a Prefect
+Variable per order, so a switch reaches a running flow and survives a suspend.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from uuid import UUID
 
 from cairn.blocks import api
 from cairn.errors import NotFound
+from cairn.orders import tags
 from cairn.orders.history import ModeRecord, OrderRun, statuses, variable_name
 from cairn.orders.history import read as read_view
 from cairn.plan import PauseMode
@@ -22,37 +22,39 @@ from cairn.status import ACTIVE, Status
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
-REV_TAG = "rev:"
-CLUSTER_TAG = "cluster:"  # the revision's cluster: a release reads both documents in one request
 # Prefect's StateType values, as strings (its filters accept them): importing this module, as the
 # CLI does, must not import Prefect.
 ACTIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 FINISHED_STATES = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 
-__all__ = ["ACTIVE_STATES", "CLUSTER_TAG", "REV_TAG", "ModeRecord", "active_runs", "find_runs", "is_active", "last_completed", "last_finished",
-           "read_mode", "read_order", "set_tags", "status_of", "tag_value", "tags_for", "write_mode"]
+__all__ = ["ACTIVE_STATES", "FINISHED_STATES", "ModeRecord", "active_runs", "close_run", "deployment_id", "find_runs", "is_active", "last_completed",
+           "last_finished", "read_mode", "read_order", "set_tags", "status_of", "write_mode"]
 
 
-def tags_for(kind: str, app: str, env: str) -> list[str]:
-    return ["cairn", f"kind:{kind}", f"app:{app}", f"env:{env}"]
-
-
-def tag_value(run: FlowRun, prefix: str) -> str | None:
-    return next((t[len(prefix):] for t in run.tags if t.startswith(prefix)), None)
-
-
-def find_runs(*tags: str, states: list[str] | None = None, limit: int = 200, ids: list[UUID] | None = None) -> list[FlowRun]:
+def find_runs(*with_tags: str, states: list[str] | None = None, limit: int = 200, ids: list[UUID] | None = None) -> list[FlowRun]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
-    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=list(tags)))
+    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=list(with_tags)))
     if states:
         flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=states))  # type: ignore[arg-type]
     if ids:
         flt.id = FlowRunFilterId(any_=ids)
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+
+
+def deployment_id(name: str) -> UUID:
+    """The id of cairn's deployment ``name`` (``release``, ``rollback``, ``retry``, ``build``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_deployment_by_name(f"{name}/{name}").id
+        except ObjectNotFound:
+            raise NotFound(f"the {name!r} deployment does not exist", hint="start the platform with `cairn up`") from None
 
 
 def read_order(order: str) -> FlowRun:
@@ -68,36 +70,39 @@ def status_of(run: FlowRun) -> Status:
     return statuses([OrderRun.from_flow_run(run)])[run.id]
 
 
+def _of_environment(app: str, env: str, states: list[str], exclude: UUID | None = None) -> list[FlowRun]:
+    """The releases and rollbacks of ``app``/``env`` in ``states``: the runs that change its instances."""
+    runs = find_runs(tags.CAIRN, f"{tags.APP}{app}", f"{tags.ENV}{env}", states=states)
+    return [r for r in runs if r.id != exclude and tags.holds_environment(r.tags)]
+
+
 def active_runs(app: str, env: str, *, exclude: UUID | None = None) -> list[FlowRun]:
     """Release and rollback runs that hold the environment (not finished)."""
-    runs = find_runs("cairn", f"app:{app}", f"env:{env}", states=ACTIVE_STATES)
-    return [r for r in runs if r.id != exclude and ("kind:release" in r.tags or "kind:rollback" in r.tags)]
+    return _of_environment(app, env, ACTIVE_STATES, exclude)
 
 
 def last_completed(app: str, env: str, *, exclude: UUID | None = None) -> FlowRun | None:
     """The newest completed release or rollback of the environment: what it runs now."""
-    runs = [r for r in find_runs("cairn", f"app:{app}", f"env:{env}", states=["COMPLETED"])
-            if r.id != exclude and ("kind:release" in r.tags or "kind:rollback" in r.tags)]
+    runs = _of_environment(app, env, ["COMPLETED"], exclude)
     runs.sort(key=lambda r: r.end_time or r.expected_start_time or 0, reverse=True)
     return runs[0] if runs else None
 
 
 def last_finished(app: str, env: str) -> FlowRun | None:
-    runs = [r for r in find_runs("cairn", f"app:{app}", f"env:{env}", states=FINISHED_STATES)
-            if "kind:release" in r.tags or "kind:rollback" in r.tags]
+    runs = _of_environment(app, env, FINISHED_STATES)
     # By creation, not end time: a run cancelled before it started has no end time, and orders
     # of one environment are created one after another, so creation order is their order.
     runs.sort(key=lambda r: r.created.timestamp() if r.created else 0.0, reverse=True)
     return runs[0] if runs else None
 
 
-def set_tags(run_id: UUID, tags: list[str]) -> None:
+def set_tags(run_id: UUID, wanted: list[str]) -> None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        if set(tags) - set(run.tags):
-            client.update_flow_run(run_id, tags=sorted(set(run.tags) | set(tags)))
+        if set(wanted) - set(run.tags):
+            client.update_flow_run(run_id, tags=sorted(set(run.tags) | set(wanted)))
 
 
 # --- the pause mode in force, with who switched it and when -------------------------------------

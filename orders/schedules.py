@@ -17,59 +17,38 @@ pause_mode, timezone}]`` applied with ``cairn release schedule apply -f FILE``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from cairn.errors import ConfigError, NotFound
+from cairn.orders import records
+from cairn.orders.requests import ReleaseRequest, check, problems
 
 PREFIX = "cairn-"
 
 
-class ReleaseSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ReleaseSchedule(ReleaseRequest):
+    """A release request made by the server's scheduler at each time ``cron`` names."""
 
-    app: str
-    environment: Literal["production", "test"]
-    version: str
     cron: str = Field(description="Five-field cron, e.g. '0 2 * * *' (02:00 every night).")
-    batches: int = Field(2, ge=1)
-    pause_mode: Literal["first_batch", "every_batch", "none"] = "first_batch"
     timezone: str = "UTC"
 
     @property
     def slug(self) -> str:
         return f"{PREFIX}{self.app}-{self.environment}"
 
-    def parameters(self) -> dict[str, Any]:
-        return {"app": self.app, "environment": self.environment, "version": self.version, "batches": self.batches,
-                "pause_mode": self.pause_mode}
-
 
 def build(**fields: Any) -> ReleaseSchedule:
-    try:
-        return ReleaseSchedule.model_validate(fields)
-    except ValidationError as exc:
-        raise ConfigError([(".".join(map(str, e["loc"])), e.get("input"), e["msg"]) for e in exc.errors()]) from None
+    return ReleaseSchedule.parse(fields)  # type: ignore[return-value]  # parse returns its own class
 
 
 def _validate(item: ReleaseSchedule, where: str = "schedule") -> Any:
-    """What a scheduled run would fail on at 2 a.m. is refused now: the app, environment, version,
-    batch count and cron expression. Returns Prefect's CronSchedule."""
+    """What a scheduled run would fail on at 2 a.m. is refused now: the request (``requests.check``:
+    app, environment, version, batch count) and the cron expression. Returns Prefect's CronSchedule."""
     from prefect.client.schemas.schedules import CronSchedule
 
-    from cairn.blocks import store
-    from cairn.plan import plan_release
-    from cairn.revision import Revision
-
-    env_block = store.load_environment(item.app, item.environment)
-    app_block = store.load_app(item.app)
-    try:
-        Revision(app=item.app, environment=env_block.environment, deploy_type=app_block.deploy_type, version=item.version,
-                 spec=env_block.spec)
-    except ValidationError as exc:
-        raise ConfigError.single(f"{where}.version", item.version, exc.errors()[0]["msg"]) from None
-    plan_release(env_block.spec.instances, item.batches)
+    check(item, where)
     if len(item.cron.split()) != 5:
         raise ConfigError.single(f"{where}.cron", item.cron, "five fields: minute hour day-of-month month day-of-week")
     try:
@@ -79,9 +58,7 @@ def _validate(item: ReleaseSchedule, where: str = "schedule") -> Any:
 
 
 def _deployment_id() -> Any:
-    from cairn.orders.actions import _deployment_id
-
-    return _deployment_id("release")
+    return records.deployment_id("release")
 
 
 def set_schedule(item: ReleaseSchedule) -> dict[str, Any]:
@@ -141,7 +118,8 @@ def apply_file(path: Path) -> list[dict[str, Any]]:
     raw = data.get("schedules") if isinstance(data, dict) else None
     if not isinstance(raw, list):
         raise ConfigError.single("schedules", raw, "a list of {app, environment, version, cron, ...}")
-    items, problems = [], []
+    items: list[ReleaseSchedule] = []
+    found: list[tuple[str, Any, str]] = []
     for i, entry in enumerate(raw):
         where = f"schedules[{i}]"
         try:
@@ -149,9 +127,9 @@ def apply_file(path: Path) -> list[dict[str, Any]]:
             _validate(item, where)
             items.append(item)
         except ValidationError as exc:
-            problems += [(f"{where}.{'.'.join(map(str, e['loc']))}", e.get("input"), e["msg"]) for e in exc.errors()]
+            found += problems(exc, where)
         except ConfigError as exc:
-            problems += exc.problems
-    if problems:
-        raise ConfigError(problems)
+            found += exc.problems
+    if found:
+        raise ConfigError(found)
     return [set_schedule(item) for item in items]

@@ -82,8 +82,13 @@ def test_bad_file_exits_2_names_the_field_and_stores_nothing(cli, secret: str, t
     assert not any("fresh" in name for names in stored(cli).values() for name in names)
 
 
-def test_dry_run_prints_the_plan_and_creates_nothing(cli, secret: str) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_prints_the_plan_and_creates_nothing(cli, secret: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cli("apply", "-f", str(EXAMPLE), check=True)
+    # A dry run checks what the order would: a version of a code-package app must be packed first.
+    missing = cli("release", "create", "shop-api", "production", "--version", "never-packed", "--dry-run")
+    assert missing.returncode == 3 and "no code package 'never-packed'" in missing.stderr
+    (tmp_path / "app.py").write_text("print('v2')\n")
+    cli("package", "add", "shop-api", "v2", str(tmp_path), check=True)
     proc = cli("release", "create", "shop-api", "production", "--version", "v2", "--batches", "3", "--dry-run", "--json", check=True)
     plan = json.loads(proc.stdout)
     assert [b["size"] for b in plan["batches"]] == [1, 1, 2]

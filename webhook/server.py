@@ -37,30 +37,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from cairn.errors import ConfigError
+from cairn.orders.requests import ReleaseRequest
 
 SECRET_NAME = "webhook-secret"
 MAX_SKEW_S = 300
 MAX_BODY = 64 * 1024
 DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 H_DELIVERY, H_TIMESTAMP, H_SIGNATURE = "x-cairn-delivery", "x-cairn-timestamp", "x-cairn-signature"
-
-
-class ReleaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    app: str = Field(min_length=1, max_length=63)
-    environment: Literal["production", "test"]
-    version: str = Field(min_length=1, max_length=128)
-    batches: int = Field(2, ge=1, le=1000)
-    pause_mode: Literal["first_batch", "every_batch", "none"] = "first_batch"
 
 
 class Refusal(Exception):
@@ -96,11 +88,21 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None 
 
 
 def parse(body: bytes) -> ReleaseRequest:
+    """The body as a release request (``cairn.orders.requests``, the one every door takes), or a 422."""
     try:
-        return ReleaseRequest.model_validate_json(body)
-    except ValidationError as exc:
-        problems = [{"field": ".".join(map(str, e["loc"])) or "body", "problem": e["msg"]} for e in exc.errors()]
-        raise Refusal(422, "invalid release request", {"problems": problems}) from None
+        data = json.loads(body)
+    except ValueError:
+        raise Refusal(422, "invalid release request", {"problems": [{"field": "body", "problem": "not JSON"}]}) from None
+    if not isinstance(data, dict):
+        raise Refusal(422, "invalid release request", {"problems": [{"field": "body", "problem": "a JSON object"}]})
+    try:
+        return ReleaseRequest.parse(data)
+    except ConfigError as exc:
+        raise Refusal(422, "invalid release request", _problems(exc)) from None
+
+
+def _problems(exc: ConfigError) -> dict[str, Any]:
+    return {"problems": [{"field": field, "problem": fix} for field, _, fix in exc.problems]}
 
 
 # --- starting the order ---------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
         if posted is not None and events.action_failure(posted) is None:
             raise _replayed(delivery, event=posted)
         _check(req, automation)
-        event = events.request_release(delivery, req.app, req.environment, req.model_dump(),
+        event = events.request_release(delivery, req.app, req.environment, req.parameters(),
                                             events.next_attempt(delivery))
         with _locks_guard:
             _posted[delivery] = event
@@ -158,29 +160,27 @@ def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
 
 
 def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
-    """Refuse now what the order would fail on: unknown app, environment or version, too many
-    batches (422), or an environment another order holds (409)."""
-    from cairn.orders import events
+    """Refuse now what the order would fail on (the pre-flight check every door runs, which stores
+    nothing): unknown app, environment or version, too many batches (422), or an environment
+    another order holds (409)."""
     from cairn.errors import CairnError, Conflict, NotFound
-    from cairn.orders import records
-    from cairn.orders.revisions import snapshot
-    from cairn.plan import plan_release
+    from cairn.orders import events, rules
+    from cairn.orders.requests import check
 
     try:
-        revision = snapshot(req.app, req.environment, req.version)  # validates app, environment and version
-        plan_release(revision.spec.instances, req.batches)  # and the batch count against the instances
+        check(req)
         # Runs the automation created that have not started yet carry no tags: match their parameters.
         waiting = [r for r in events.pending_runs(automation)
                    if (r.parameters or {}).get("app") == req.app and (r.parameters or {}).get("environment") == req.environment]
-        active = records.active_runs(req.app, req.environment) + waiting
-        if active:
-            raise Conflict(f"{req.app}/{req.environment} already has an active order {active[0].id} ({active[0].name})")
+        rules.refuse_if_held(req.app, req.environment, waiting=waiting)
     except Conflict as exc:
         raise Refusal(409, exc.message) from None
     except NotFound as exc:
         raise Refusal(422, exc.message, {"hint": exc.hint}) from None
-    except (CairnError, ValueError) as exc:
-        raise Refusal(422, getattr(exc, "message", str(exc))) from None
+    except ConfigError as exc:
+        raise Refusal(422, "invalid release request", _problems(exc)) from None
+    except CairnError as exc:
+        raise Refusal(422, exc.message) from None
 
 
 def _answer(delivery: str, event: uuid.UUID, automation: uuid.UUID) -> dict[str, Any]:

@@ -139,3 +139,11 @@ def test_a_full_release_visits_each_batch_once(case: tuple[int, int]) -> None:
     assert step.kind == "complete"
     assert applied == list(range(1, b + 1))
     assert approved == set(range(1, b))
+
+
+def test_the_pause_mode_type_names_exactly_the_pause_modes() -> None:
+    from typing import get_args
+
+    from cairn.plan import PauseMode, PauseModeName
+
+    assert get_args(PauseModeName) == tuple(m.value for m in PauseMode)
