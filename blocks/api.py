@@ -14,12 +14,12 @@ import base64
 import http.client
 import json
 import os
-import random
 import threading
-import time
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+import tenacity
 
 from cairn.errors import NotFound, TemporaryError
 
@@ -67,36 +67,45 @@ class Api:
 
     def request(self, method: str, path: str, body: dict[str, Any] | None, what: str) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        # A busy server (SQLite takes one writer at a time) answers 503: wait and ask again, with
-        # the doubling back-off and retry count Prefect's own client uses (PREFECT_CLIENT_MAX_RETRIES).
-        retries = int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES") or 5)
-        for retry in range(retries + 1):
-            status, text = self._send(method, path, data)
-            if status not in BUSY or retry == retries:
-                break
-            time.sleep(2 ** (retry + 1) * random.uniform(0.8, 1.2))
+        status, text = _while_busy()(self._send, method, path, data)
         if status == 404:
             raise NotFound(f"no {what}")
         if status >= 400:
             raise TemporaryError(f"the Prefect API answered {status} reading {what}: {text[:200].decode(errors='replace')}")
         return json.loads(text)
 
-
     def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        # A kept-alive connection the server closed meanwhile fails once: ask again on a new one.
+        reconnecting = tenacity.Retrying(retry=tenacity.retry_if_exception_type((OSError, http.client.HTTPException)),
+                                         stop=tenacity.stop_after_attempt(2), before_sleep=lambda _: self._drop(), reraise=True)
         with self._lock:
-            for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: once more, anew
-                try:
-                    conn = self._connection()
-                    conn.request(method, self.base + path.lstrip("/"), body=data, headers=self.headers)
-                    response = conn.getresponse()
-                    return response.status, response.read()
-                except (OSError, http.client.HTTPException) as exc:
-                    if self._conn is not None:
-                        self._conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise TemporaryError(f"the Prefect API is unreachable ({exc})", hint="is the platform up? cairn status") from None
-        raise AssertionError("unreachable")
+            try:
+                return reconnecting(self._exchange, method, path, data)
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise TemporaryError(f"the Prefect API is unreachable ({exc})", hint="is the platform up? cairn status") from None
+
+    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        conn = self._connection()
+        conn.request(method, self.base + path.lstrip("/"), body=data, headers=self.headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+
+def _while_busy() -> tenacity.Retrying:
+    """A busy server (SQLite takes one writer at a time) answers 503 or 429: ask again with the
+    doubling, jittered back-off and retry count of Prefect's own client (PREFECT_CLIENT_MAX_RETRIES);
+    the last answer is returned whatever it is."""
+    retries = int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES") or 5)
+    return tenacity.Retrying(retry=tenacity.retry_if_result(lambda answer: answer[0] in BUSY),
+                             wait=tenacity.wait_exponential(multiplier=2) + tenacity.wait_random(0, 1),
+                             stop=tenacity.stop_after_attempt(retries + 1),
+                             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None)
 
 
 @lru_cache(maxsize=1)

@@ -126,18 +126,18 @@ def load_cluster(name: str) -> ClusterBlock:
 def save_revision(revision: Revision) -> None:
     """Store a revision once. Orders racing to snapshot the same revision all succeed: the
     content is the same whoever wins, so a failed save is retried as a load."""
-    import time
+    import tenacity
 
     name = RevisionBlock.document_name(revision.digest)
-    for attempt in range(10):
-        if _load_or_none(RevisionBlock, name) is not None:
-            return
-        try:
+
+    def stored() -> None:
+        if _load_or_none(RevisionBlock, name) is None:
             RevisionBlock(revision=revision).save(name, overwrite=True)
-            return
-        except Exception:
-            time.sleep(0.1 * (attempt + 1))
-    load(RevisionBlock, name, what="revision")
+
+    try:
+        tenacity.Retrying(stop=tenacity.stop_after_attempt(10), wait=tenacity.wait_incrementing(0.1, 0.1), reraise=True)(stored)
+    except Exception:  # noqa: BLE001 - whatever the last save said, a stored revision is all that counts
+        load(RevisionBlock, name, what="revision")
 
 
 def load_revision(digest: str) -> Revision:

@@ -32,6 +32,12 @@ class CairnError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A flow run's exception is its persisted result, read back in another process (the CLI
+        # reads a failed build's error from it): pickle restores the fields, not a re-run of an
+        # __init__ whose signature differs per class.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
 
 class ConfigError(CairnError):
     """Invalid input. ``problems`` lists each one as (field path, value, fix)."""
@@ -77,6 +83,13 @@ class PermanentError(RuntimeFailure):
 
 class TemporaryError(RuntimeFailure):
     """Retrying may succeed: the runtime was unreachable, busy or slow."""
+
+
+def _restore(cls: type[CairnError], args: tuple[Any, ...], state: dict[str, Any]) -> CairnError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 def _show(value: Any) -> str:

@@ -7,7 +7,6 @@ order of that package through the same ``actions.create_order`` as ``cairn relea
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Optional
 
 import typer
@@ -69,26 +68,16 @@ def _run_build(app: str, ref: str, timeout_s: float) -> dict[str, Any]:
     if state is None or not state.is_final():
         raise CairnError(f"build run {run.id} did not finish within {timeout_s:.0f}s", hint=ui_url(run.id))
     if not state.is_completed():
-        raise _error_of(state.message or state.name, ui_url(run.id))
+        # The flow's exception is its persisted result: raised again here, its kind sets the exit code.
+        error = state.result(raise_on_failure=False)
+        if not isinstance(error, CairnError):
+            error = CairnError(state.message or state.name or "the build failed")
+        error.hint = f"{error.hint}; the build run: {ui_url(run.id)}" if error.hint else f"the build run: {ui_url(run.id)}"
+        raise error
     record = state.result(raise_on_failure=False)
     if not isinstance(record, dict):
         raise CairnError(f"build run {run.id} completed without a package record", hint=ui_url(run.id))
     return {**record, "run": str(run.id), "url": ui_url(run.id)}
-
-
-def _error_of(message: str, url: str) -> Exception:
-    """The flow run's error as the CairnError kind it was, so the exit code tells what went wrong."""
-    from cairn import errors
-
-    match = re.match(r"^Flow run encountered an exception: (\w+): (.*)$", message, re.DOTALL)
-    kind = getattr(errors, match.group(1), None) if match else None
-    text = match.group(2) if match else message
-    hint_match = re.search(r" \(hint: (.*)\)$", text, re.DOTALL)
-    hint = f"{hint_match.group(1)}; the build run: {url}" if hint_match else f"the build run: {url}"
-    error = errors.CairnError(text[: hint_match.start()] if hint_match else text, hint=hint)
-    if isinstance(kind, type) and issubclass(kind, errors.CairnError):
-        error.exit_code = kind.exit_code
-    return error
 
 
 def _render(doc: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cairn import packages
+from cairn.redaction import redact
 from cairn.blocks import store
 from cairn.config import SourceSpec
 from cairn.errors import NotFound, PermanentError
 
 LOG_LIMIT = 64 * 1024
-MASK = "********"
 
 
 def minimal_env(workspace: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     home = workspace / "home"
     home.mkdir(parents=True, exist_ok=True)
     return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8", **(extra or {})}
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(value, MASK)
-    return text
 
 
 def public_repo(repo: str) -> str:
