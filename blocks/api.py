@@ -1,7 +1,7 @@
 """The Prefect REST API over the standard library's http.client, for the reads a person waits on.
 
 Importing Prefect costs ~1.3 s of CPU (its settings, client and schemas), more than a whole
-`cairn release show` or `cairn instances` may take (issue 11: < 500 ms). These reads need a few
+`cairn release show` or `cairn instances` may take (under 500 ms: bench/RESULTS.md). These reads need a few
 JSON documents, so they ask the server directly. The address and credentials are the ones
 Prefect's own client would use: ``PREFECT_API_URL`` with ``PREFECT_API_AUTH_STRING`` (basic auth,
 see ``cairn.controlplane.auth``) or ``PREFECT_API_KEY``; only when no URL is in the environment

@@ -1,6 +1,6 @@
 """The configuration users write: clusters, applications and their environments.
 
-SPEC.md sections 1-2 as pydantic models. Every model refuses unknown keys (a typo must not pass
+As pydantic models (the rules are listed in the README, "Configuration rules"). Every model refuses unknown keys (a typo must not pass
 silently) and is frozen, so a loaded configuration is a value. Cross-field rules live in
 ``model_validator``s next to the fields they relate; rules across the whole file (unknown cluster,
 production and test on one cluster) live on :class:`CairnConfig`.

@@ -18,6 +18,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType
 
+from cairn.naming import instance_name
 from cairn.plan import ReleasePlan
 from cairn.revision import Revision
 from cairn.runtime import Instance
@@ -33,7 +34,7 @@ def table_rows(plan: ReleasePlan, instances: Sequence[Instance], revision: Revis
             state = "absent" if i is None else ("done" if on_target and i.ready else str(i.phase) if on_target else "old revision")
             rows.append({
                 "batch": str(batch.index),
-                "instance": i.name if i else f"{revision.app}-{revision.environment}-{slot}",
+                "instance": i.name if i else instance_name(revision.app, revision.environment, slot),
                 "revision": (i.revision[:12] if i else "-"),
                 "state": state,
                 "restarts": str(i.restarts if i else 0),

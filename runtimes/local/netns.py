@@ -104,8 +104,13 @@ def create(netns_file: Path, address: str) -> None:
     _ip("link", "set", "eth0", "up", netns=netns_file)
 
 
-def delete(netns_file: Path, address: str | None) -> None:
-    if address:
-        _ip("link", "del", host_veth(address), check=False)
+def delete(netns_file: Path) -> None:
+    """Remove the instance's namespace and, from inside it, its veth pair.
+
+    Never by the host end's name: once one stop of this instance has let the address go, another
+    agent on this machine may already hold a veth of that name for its own instance (the name is
+    the address), and a second stop would cut that instance off."""
+    if netns_file.exists():
+        _ip("link", "del", "eth0", netns=netns_file, check=False)
     subprocess.run(["umount", "-l", str(netns_file)], capture_output=True, timeout=15)
     netns_file.unlink(missing_ok=True)

@@ -211,7 +211,7 @@ class Node:
             self._spawn_shim(directory, secrets)
         except BaseException:
             cgroups.remove(config["cgroups"])
-            netns.delete(directory / "netns", config["address"] if (directory / "netns").exists() else None)
+            netns.delete(directory / "netns")
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
@@ -294,7 +294,7 @@ class Node:
         if alive(status.get("app_pid"), status.get("app_start")):
             os.kill(status["app_pid"], signal.SIGKILL)
         cgroups.remove(config.get("cgroups") or {})
-        netns.delete(directory / "netns", config.get("address"))
+        netns.delete(directory / "netns")
         shutil.rmtree(directory, ignore_errors=True)
         if self.balancer is not None:
             self.balancer.forget(str(directory))

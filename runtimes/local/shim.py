@@ -270,7 +270,7 @@ class Shim:
             self.publish(exit_code=exit_code)
             self.event("Stopped", f"Stopped container (exit code {exit_code}) {time.monotonic() - began:.1f}s after the stop began")
         cgroups.remove(self.cfg["cgroups"])
-        netns.delete(Path(self.cfg["run"]["netns"]), self.cfg["address"])
+        netns.delete(Path(self.cfg["run"]["netns"]))
         self.publish(phase="stopped", ready=False, app_pid=None)
 
 

@@ -1,4 +1,4 @@
-"""Every refusal SPEC.md and issue 3 list: the message names the field path, the value and the fix."""
+"""Every refusal of the README's "Configuration rules": the message names the field path, the value and the fix."""
 
 from __future__ import annotations
 
