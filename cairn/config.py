@@ -11,6 +11,9 @@ Floors and defaults follow Kubernetes where it has one:
   would turn a typo (``memory_mb: 4``) into a crash loop instead of an error.
 - probe defaults are the kubelet's: period 10 s, timeout 1 s, success 1, failure 3.
 - ``termination_grace_period_s`` defaults to 30 s, as ``terminationGracePeriodSeconds`` does.
+
+One module over ~400 lines on purpose: it is one schema, read top to bottom as the reference of
+what a configuration file may say, and its models refer to each other.
 """
 
 from __future__ import annotations
