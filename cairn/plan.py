@@ -128,6 +128,13 @@ class Step:
     """For apply: the slots to bring to the revision; for fail: the failed slots."""
     reasons: Mapping[int, str] = field(default_factory=dict)
 
+    @property
+    def at(self) -> int:
+        """The batch this step acts on: every kind of step but ``complete`` has one."""
+        if self.batch is None:
+            raise ValueError(f"a {self.kind} step acts on no batch")
+        return self.batch
+
 
 def next_step(
     plan: ReleasePlan,

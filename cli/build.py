@@ -59,11 +59,13 @@ def build(
 def _run_build(app: str, ref: str, timeout_s: float) -> dict[str, Any]:
     from prefect.deployments import run_deployment
 
-    from cairn.orders.actions import ui_url
+    from cairn import sync
     from cairn.errors import CairnError
+    from cairn.orders import tags
+    from cairn.orders.actions import ui_url
 
-    run = run_deployment("build/build", parameters={"app": app, "ref": ref}, timeout=timeout_s, poll_interval=0.5,
-                         tags=["cairn", "kind:build", f"app:{app}"], as_subflow=False)
+    run = sync.result(run_deployment("build/build", parameters={"app": app, "ref": ref}, timeout=timeout_s, poll_interval=0.5,
+                                     tags=tags.for_kind("build", app), as_subflow=False))
     state = run.state
     if state is None or not state.is_final():
         raise CairnError(f"build run {run.id} did not finish within {timeout_s:.0f}s", hint=ui_url(run.id))

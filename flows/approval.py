@@ -28,6 +28,7 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
+from cairn import sync
 from cairn.plan import PauseMode, PauseModeName
 
 HOT_POLL_S = 0.25
@@ -52,7 +53,7 @@ def given(flow_run_id: UUID, batch: int) -> Approval | None:
     """The approval already given for ``batch`` (hot or cold), if any."""
     hot, cold = keys(batch)
     for base in (f"paused-{hot}", f"suspended-{cold}"):
-        value = read_flow_run_input(keyset_from_base_key(base)["response"], flow_run_id=flow_run_id)
+        value = sync.result(read_flow_run_input(keyset_from_base_key(base)["response"], flow_run_id=flow_run_id))
         if value:
             return Approval(**value)
     return None
@@ -74,7 +75,7 @@ def await_approval(batch: int, mode: PauseMode, *, hot_window_s: float, suspend_
         if approval is not None:
             return approval
         logger.info("no approval after %.0fs: suspending; the run holds no process until resumed", hot_window_s)
-    return suspend_flow_run(wait_for_input=form, key=cold, timeout=int(suspend_timeout_s))  # type: ignore[return-value]
+    return sync.result(suspend_flow_run(wait_for_input=form, key=cold, timeout=int(suspend_timeout_s)))
 
 
 def _hot_pause(run_id: UUID, key: str, form: type[Approval], window_s: float) -> Approval | None:
@@ -86,18 +87,18 @@ def _hot_pause(run_id: UUID, key: str, form: type[Approval], window_s: float) ->
     with get_client(sync_client=True) as client:
         state = propose_state_sync(client=client, state=proposed, flow_run_id=run_id)
         if state.is_running():  # this pause fired before (a re-run): its input is stored
-            return form.load(keyset, flow_run_id=run_id)
-        form.save(keyset, flow_run_id=run_id)
+            return sync.result(form.load(keyset, flow_run_id=run_id))
+        sync.result(form.save(keyset, flow_run_id=run_id))
         get_run_logger().info("paused for approval (key %s): resume from the Prefect UI or `cairn release resume`", key)
         deadline = time.monotonic() + window_s
         while time.monotonic() < deadline:
             run = client.read_flow_run(run_id)
             if run.state and run.state.is_running():
-                return form.load(keyset, flow_run_id=run_id)
+                return sync.result(form.load(keyset, flow_run_id=run_id))
             if run.state and not run.state.is_paused():
                 raise RuntimeError(f"release left its pause as {run.state.type.value}")  # cancelled: stop here
             time.sleep(HOT_POLL_S)
         # Back to Running ourselves so the suspend is allowed; an approval that raced in is kept.
         client.set_flow_run_state(run_id, Running(), force=True)
-        value = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+        value = sync.result(read_flow_run_input(keyset["response"], flow_run_id=run_id))
         return Approval(**value) if value else None

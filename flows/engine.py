@@ -58,11 +58,11 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
             mode_read = None
             if step.kind == "apply":
                 # Dispatch first, report later: the artifacts are news, the next batch is the job.
-                apply_batch(order, step.batch, list(step.slots), revision)
+                apply_batch(order, step.at, list(step.slots), revision)
                 continue
             report.update(instances)
             if step.kind == "wait":
-                batch = plan.batch(step.batch)  # type: ignore[arg-type]
+                batch = plan.batch(step.at)
                 try:
                     wait_healthy(order, batch.index, list(batch.slots), revision)
                 except BatchFailed:
@@ -76,14 +76,14 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
                 # A re-run (dashboard retry, `cairn release retry`) replaces the failed instances once.
                 if run_count > 1 and not replaced_failed:
                     replaced_failed = True
-                    apply_batch(order, step.batch, list(step.slots), revision, replace_failed=True)
+                    apply_batch(order, step.at, list(step.slots), revision, replace_failed=True)
                     continue
                 names = {f"{revision.app}-{revision.environment}-{s}": r for s, r in step.reasons.items()}
-                raise BatchFailed(step.batch, names)  # type: ignore[arg-type]
+                raise BatchFailed(step.at, names)
             elif step.kind == "pause":
                 report.flush()  # the table shows the batch awaiting approval while someone looks
-                answer = approval.await_approval(step.batch, mode, hot_window_s=hot_pause_s, suspend_timeout_s=suspend_timeout_s)  # type: ignore[arg-type]
-                approved.add(step.batch)  # type: ignore[arg-type]
+                answer = approval.await_approval(step.at, mode, hot_window_s=hot_pause_s, suspend_timeout_s=suspend_timeout_s)
+                approved.add(step.at)
                 logger.info("batch %s approved by %s: %s", step.batch, answer.approved_by, answer.comment or "(no comment)")
                 if PauseMode(answer.pause_mode) is not mode:
                     mode = records.write_mode(run_id, PauseMode(answer.pause_mode), by=answer.approved_by,

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from cairn import sync
 from cairn.errors import ActionRefused, CairnError, Conflict, NotFound
 from cairn.orders import history, records, rules, tags
 from cairn.orders.requests import ReleaseRequest, check
@@ -99,7 +100,8 @@ def resume(order: str, mode: PauseMode | None = None, comment: str = "") -> dict
     with get_client(sync_client=True) as client:
         result = client.resume_flow_run(run.id, run_input={"pause_mode": str(mode or current), "comment": comment, "approved_by": who()})
     if result.status.value != "ACCEPT":
-        raise ActionRefused(f"order {run.id} refused the resume: {result.details.reason if result.details else result.status.value}")
+        reason = getattr(result.details, "reason", None) or result.status.value  # only a rejection or an abort gives one
+        raise ActionRefused(f"order {run.id} refused the resume: {reason}")
     return describe(records.read_order(str(run.id)))
 
 
@@ -126,8 +128,8 @@ def _run_to_end(deployment: str, params: dict[str, Any], run_tags: list[str], ti
     """A run of one of cairn's deployments, waited for until it is final (Prefect's ``run_deployment``)."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(records.deployment_id(deployment), parameters=params, tags=run_tags, timeout=timeout_s, poll_interval=0.3,
-                         as_subflow=False)
+    run = sync.result(run_deployment(records.deployment_id(deployment), parameters=params, tags=run_tags, timeout=timeout_s,
+                                     poll_interval=0.3, as_subflow=False))
     if not (run.state and run.state.is_final()):
         raise CairnError(f"{deployment} run {run.id} did not finish within {timeout_s:.0f}s", hint=ui_url(run.id))
     return run
@@ -142,7 +144,8 @@ def retry(order: str) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        result = client.read_flow_run(finished.id).state.result(raise_on_failure=False)  # type: ignore[union-attr]
+        state = client.read_flow_run(finished.id).state
+        result = state.result(raise_on_failure=False) if state else None
     return {"order": describe(records.read_order(str(run.id))), "retry": result if isinstance(result, dict) else {}}
 
 

@@ -148,7 +148,7 @@ def post_event(event: Any) -> None:
 def request_release(delivery: str, app: str, environment: str, parameters: dict[str, Any], attempt: int = 1) -> uuid.UUID:
     event = release_event(delivery, app, environment, parameters, attempt)
     post_event(event)
-    return event.id  # type: ignore[no-any-return]
+    return event.id
 
 
 def pending_runs(automation: uuid.UUID) -> list[FlowRun]:
@@ -158,7 +158,7 @@ def pending_runs(automation: uuid.UUID) -> list[FlowRun]:
     from prefect.client.schemas.sorting import FlowRunSort
 
     flt = FlowRunFilter(created_by=FlowRunFilterCreatedBy(id_=[automation]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=records.ACTIVE_STATES)))  # type: ignore[arg-type]
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=records.ACTIVE_STATES)))
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
 

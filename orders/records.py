@@ -38,7 +38,7 @@ def find_runs(*with_tags: str, states: list[str] | None = None, limit: int = 200
 
     flt = FlowRunFilter(tags=FlowRunFilterTags(all_=list(with_tags)))
     if states:
-        flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=states))  # type: ignore[arg-type]
+        flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
     if ids:
         flt.id = FlowRunFilterId(any_=ids)
     with get_client(sync_client=True) as client:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,7 +38,7 @@ class ReleaseRequest(BaseModel):
     pause_mode: PauseMode = Field(PauseMode.FIRST_BATCH, title="Pause mode")
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any], where: str = "") -> ReleaseRequest:
+    def parse(cls, data: Mapping[str, Any], where: str = "") -> Self:
         """The request, or one ``ConfigError`` naming every bad field (prefixed with ``where``)."""
         try:
             return cls.model_validate(dict(data))

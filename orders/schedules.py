@@ -40,7 +40,7 @@ class ReleaseSchedule(ReleaseRequest):
 
 
 def build(**fields: Any) -> ReleaseSchedule:
-    return ReleaseSchedule.parse(fields)  # type: ignore[return-value]  # parse returns its own class
+    return ReleaseSchedule.parse(fields)
 
 
 def _validate(item: ReleaseSchedule, where: str = "schedule") -> Any:

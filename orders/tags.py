@@ -41,9 +41,9 @@ ROLLBACK_OF = "rollback-of:"
 REV_DIGITS = 32  # of the revision's digest: unique among an environment's revisions, short in the UI
 
 
-def for_kind(kind: Kind, app: str, env: str) -> list[str]:
-    """The tags that find every run of ``kind`` on ``app``/``env``."""
-    return [CAIRN, f"{KIND}{kind}", f"{APP}{app}", f"{ENV}{env}"]
+def for_kind(kind: Kind, app: str, env: str | None = None) -> list[str]:
+    """The tags that find every run of ``kind`` on ``app``/``env`` (a build has no environment)."""
+    return [CAIRN, f"{KIND}{kind}", f"{APP}{app}", *([f"{ENV}{env}"] if env else [])]
 
 
 def for_revision(digest: str, cluster: str) -> list[str]:

@@ -18,6 +18,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, ArtifactFilterType
 
+from cairn import sync
 from cairn.naming import instance_name
 from cairn.plan import ReleasePlan
 from cairn.revision import Revision
@@ -129,6 +130,6 @@ class OrderReport:
             if self.progress_id is not None:
                 client.update_artifact(self.progress_id, ArtifactUpdate(data=progress))
         if self.table_id is None:
-            self.table_id = create_table_artifact(rows, key=self.key, description=self.title)
+            self.table_id = sync.result(create_table_artifact(rows, key=self.key, description=self.title))
         if self.progress_id is None:
-            self.progress_id = create_progress_artifact(progress, key=progress_key, description=f"{self.title}: instances done")
+            self.progress_id = sync.result(create_progress_artifact(progress, key=progress_key, description=f"{self.title}: instances done"))

@@ -43,10 +43,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.errors import ConfigError
 from cairn.orders.requests import ReleaseRequest
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 SECRET_NAME = "webhook-secret"
 MAX_SKEW_S = 300
@@ -229,7 +232,7 @@ def handle(headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         return refusal.status, {"error": refusal.reason, **(refusal.detail or {})}
 
 
-def create_app():  # type: ignore[no-untyped-def]
+def create_app() -> Starlette:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request

@@ -24,3 +24,7 @@ def test_only_releases_and_rollbacks_hold_an_environment() -> None:
     assert tags.holds_environment(tags.for_kind("rollback", "a", "test"))
     assert not tags.holds_environment(tags.for_kind("retry", "a", "test"))
     assert not tags.holds_environment(tags.for_kind("build", "a", "test"))
+
+
+def test_a_build_is_found_by_its_app_alone() -> None:
+    assert tags.for_kind("build", "shop") == ["cairn", "kind:build", "app:shop"]
