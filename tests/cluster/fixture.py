@@ -5,7 +5,7 @@ Load it from tests/conftest.py with ``pytest_plugins = ["tests.cluster.fixture"]
 The fixture reuses clusters that `tests/cluster/status` reports healthy, and otherwise
 runs `tests/cluster/up` (which builds the binaries on a cold machine, printing its
 progress). It does not tear the clusters down: the next run reuses them, and
-`tests/cluster/down` (or .ci/run) removes them.
+`tests/cluster/down` (or `make test`, when it ends) removes them.
 
 When this machine cannot run them (not root, packages or Go missing: `up` exits 3)
 tests that use the fixture are skipped, or fail when CAIRN_REQUIRE_K8S=1. A cluster

@@ -1,6 +1,6 @@
 """kube-proxy (iptables mode) on cluster a's real node: Service ClusterIPs route to pods.
 
-Stdlib only, like cluster.py, which starts the process and owns its pid file. What is here is
+Stdlib only, like cluster.py; kubelet.py starts the process and owns its pid file. What is here is
 what makes kube-proxy fit a machine shared with other work:
 
 - the pod network: pods reach the Service range through the bridge's address (a CNI route),
