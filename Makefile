@@ -1,17 +1,28 @@
 # Two commands work on a fresh clone: `make demo` and `make test`. Each creates .venv and
 # installs what it needs when missing (re-installing when pyproject.toml changes).
+# `make test` is everything, as root: the Debian packages (tests/host/setup), lint, the
+# Kubernetes test clusters (up before pytest, down after it) and the whole suite with the
+# clusters required. Fast paths: `make unit`, and `make test-local` (all but the cluster tests).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cairn-installed
 LINT_BUILD := .build/lint
 
-.PHONY: venv test test-ui unit lint demo clean cluster-up cluster-down cluster-status test-k8s
+.PHONY: host venv test test-local test-ui unit lint demo clean cluster-up cluster-down cluster-status test-k8s
 
+# The Debian packages the tests need; installs only the missing ones (root), else a dpkg query.
+host:
+	@tests/host/setup
+
+# setuptools says "Editable installation ... be careful with folders in your working directory
+# with the same name as your package" on every editable install of a package-dir mapping like
+# ours (its meta path finder); it is information, not a problem of the configuration, and
+# only that message is filtered. Any other warning still shows.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=69" wheel
-	$(PY) -m pip install -q -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
 venv: $(STAMP)
@@ -20,14 +31,21 @@ venv: $(STAMP)
 # cairn.*: so the contracts are checked on the built package, exactly as users install it.
 lint: venv
 	@rm -rf $(LINT_BUILD)
-	@$(PY) -m pip install -q --no-deps --no-build-isolation --target $(LINT_BUILD) . 2>/dev/null
+	@$(PY) -m pip install -q --no-deps --no-build-isolation --target $(LINT_BUILD) .
 	cd $(LINT_BUILD) && PYTHONPATH=. ../../$(VENV)/bin/lint-imports --config ../../pyproject.toml
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
-test: venv lint
-	$(PY) -m pytest
+# The clusters come up before pytest (a cold build of their binaries takes longer than a
+# test's timeout) and go down when it ends, however it ends; CAIRN_REQUIRE_K8S=1 makes a
+# missing cluster a failure, never a skip (tests/cluster/fixture.py).
+test: host venv lint
+	CAIRN_REQUIRE_K8S=1 tests/cluster/with-clusters $(PY) -m pytest
+
+# Everything but the cluster tests; no cluster is started or needed.
+test-local: host venv lint
+	$(PY) -m pytest -m "not k8s"
 
 # The browser tests alone (Debian's chromium via Playwright; part of `make test` too).
 test-ui: venv
