@@ -95,7 +95,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/observe":
             return [i.to_dict() for i in node.observe(_env(query))]
         if path == "/traffic":
-            return node.traffic(_env(query))
+            return node.traffic(_env(query)).to_dict()
         if path == "/events":
             since = float(query["since"]) if query.get("since") else None
             found = events.read(EnvDir.of(node.state, _env(query)).events, instance=query.get("instance"), since=since)

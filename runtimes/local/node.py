@@ -25,7 +25,7 @@ from typing import Any
 from cairn import packages
 from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
-from cairn.runtime import EnvRef, ExecResult, Instance, Phase
+from cairn.runtime import EnvRef, ExecResult, Instance, Phase, TrafficView
 from cairn.runtimes.local import cgroups, enter, events, images, netns, watch
 from cairn.runtimes.local.balancer import Balancer
 from cairn.runtimes.local.state import RETIRING, EnvDir, alive, all_instance_dirs, read_json, retiring, write_json
@@ -378,12 +378,10 @@ class Node:
     def log_path(self, env: EnvRef, name: str) -> Path:
         return self._dir(env, name) / "logs" / "container.log"
 
-    def traffic(self, env: EnvRef) -> dict[str, Any]:
+    def traffic(self, env: EnvRef) -> TrafficView:
         if self.balancer is None:
             raise PermanentError("this node has no load balancer", hint="ask the running agent (cairn agent start)")
-        view = self.balancer.snapshot(env)
-        view.update({"app": env.app, "environment": env.environment, "cluster": env.cluster})
-        return view
+        return self.balancer.snapshot(env)
 
     def count(self) -> int:
         return sum(1 for _ in all_instance_dirs(self.state))
