@@ -76,7 +76,11 @@ class LocalRuntime:
             response = self._requests().request(method, path, params=params, json=body, timeout=timeout)
         except (httpx.TransportError, OSError) as exc:
             raise self._unreachable(exc) from None
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError:  # not the agent's answer: e.g. its server cut the request short while stopping
+            raise errors.TemporaryError(f"the local agent answered {response.status_code} without a result",
+                                        hint="retry; see agent.log in the agent's state directory") from None
         if response.status_code >= 400:
             kind = ERRORS.get(data.get("error", ""), errors.PermanentError)
             raise kind(data.get("message", "agent error"), hint=data.get("hint"))

@@ -57,6 +57,14 @@ class Node:
         self._retirer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="retire")
         self._retiring: dict[Path, Future[None]] = {}
         self._watcher: watch.Watcher | None = None  # made by the first long poll: a purge needs none
+        self._closed = False
+
+    def close(self) -> None:
+        """The agent stops: every long poll answers now, and every later one at once."""
+        with self._alloc:
+            self._closed = True
+            if self._watcher is not None:
+                self._watcher.close()
 
     def _env_lock(self, env: EnvRef) -> threading.Lock:
         with self._alloc:
@@ -100,8 +108,12 @@ class Node:
 
         if unless is None:
             return read(watched())
-        with self._alloc:
-            watcher = self._watcher = self._watcher or watch.Watcher()
+        with self._alloc:  # a poll that begins once the agent stops answers at once (close)
+            if not self._closed:
+                self._watcher = self._watcher or watch.Watcher()
+            watcher = None if self._closed else self._watcher
+        if watcher is None:
+            return read(watched())
         return watcher.until_changed(watched, read, sorted(unless, key=lambda i: i.slot), min(wait_s, MAX_LONG_POLL_S), RECHECK_S)
 
     def _dir(self, env: EnvRef, name: str) -> Path:
