@@ -20,7 +20,8 @@ from typing import Any
 from cairn.config import DRAIN_DEFAULT_S, ServiceType
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, TrafficView
-from cairn.runtimes.kubernetes import manifests as m, service as s
+from cairn.runtimes.kubernetes import manifests as m
+from cairn.runtimes.kubernetes import service as s
 from cairn.runtimes.kubernetes.api import Api, pool
 
 LEAVE_TIMEOUT_S = 30.0  # the EndpointSlice controller normally takes milliseconds

@@ -10,19 +10,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from cairn import packages
+from cairn.config import ServiceType
 from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase, TrafficView
-from cairn.config import ServiceType
-from cairn.runtimes.kubernetes import health, manifests as m, stream
+from cairn.runtimes.kubernetes import health, stream
+from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.admission import ADMIT_TIMEOUT_S, admit, hint
-from cairn.runtimes.kubernetes.api import Api, pool as _pool
+from cairn.runtimes.kubernetes.api import Api
+from cairn.runtimes.kubernetes.api import pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
 from cairn.runtimes.kubernetes.informer import PodCaches
+from cairn.runtimes.kubernetes.observe import Verdict, classify, current, instance, instance_of, parse_time, sort_key, status_events, to_event
 from cairn.runtimes.kubernetes.stops import Stops
-from cairn.runtimes.kubernetes.observe import (Verdict, classify, current, instance, instance_of, parse_time, sort_key,
-                                               status_events, to_event)
 
 DEFAULT_NAMESPACE = "cairn"
 RECENT_S = 120.0  # a background clean-up spares Secrets and ConfigMaps younger than this

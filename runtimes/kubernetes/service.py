@@ -114,5 +114,6 @@ def view(env: EnvRef, service_obj: Mapping[str, Any] | None, slices: Sequence[Ma
             listening=listening, error=None if listening else "no ClusterIP assigned",
             also=tuple(also), backends=tuple(backends),
         ))
-    return TrafficView(env.cluster, env.app, env.environment, policy=f"Service {service_obj['metadata']['name']}, {spec.get('type', 'ClusterIP')}, kube-proxy",
-                       drain_s=drain_s, service=service_obj["metadata"]["name"], listeners=tuple(listeners))
+    name = service_obj["metadata"]["name"]
+    return TrafficView(env.cluster, env.app, env.environment, policy=f"Service {name}, {spec.get('type', 'ClusterIP')}, kube-proxy",
+                       drain_s=drain_s, service=name, listeners=tuple(listeners))

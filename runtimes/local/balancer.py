@@ -311,14 +311,14 @@ class Balancer:
                 changed = self._changed
                 try:
                     await asyncio.wait_for(changed.wait(), SCAN_INTERVAL_S * 2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             backend.open += 1  # counted from the choice on, so least-connections and drain see it
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(backend.address, backend.port, limit=BUFFER), CONNECT_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 backend.open -= 1
                 backend.refused += 1
                 skip.add(backend.key)

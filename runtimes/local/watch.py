@@ -116,8 +116,8 @@ class Watcher:
             with self._changed:
                 for event in events:
                     if event.mask & flags.Q_OVERFLOW:  # events were lost: count a change everywhere
-                        for directory in self._by_wd.values():
-                            self._count[directory] = self._count.get(directory, 0) + 1
+                        for every in self._by_wd.values():
+                            self._count[every] = self._count.get(every, 0) + 1
                         continue
                     directory = self._by_wd.get(event.wd)
                     if directory is None:

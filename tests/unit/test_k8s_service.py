@@ -6,7 +6,8 @@ from typing import Any
 
 from cairn.config import PortMapping
 from cairn.runtime import EnvRef
-from cairn.runtimes.kubernetes import manifests as m, service as s
+from cairn.runtimes.kubernetes import manifests as m
+from cairn.runtimes.kubernetes import service as s
 from cairn.runtimes.kubernetes.observe import current, instance_of
 
 ENV = EnvRef("k8s", "shop", "production")
