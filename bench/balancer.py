@@ -116,11 +116,11 @@ def run(rate: float, seconds: float) -> None:
         start_agent()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            view = t.runtime.traffic(t.env)  # type: ignore[attr-defined]
-            if view["listeners"] and sum(b["state"] == "ready" for b in view["listeners"][0]["backends"]) == 4:
+            view = t.runtime.traffic(t.env)
+            if view.listeners and sum(b.state == "ready" for b in view.listeners[0].backends) == 4:
                 break
             time.sleep(0.1)
-        assert view["policy"] == policy, view
+        assert view.policy == policy, view
         for label, slow in (("/version", 0), ("5% /slow 200ms", 20)):
             d_lat, d_fail = load(direct, rate, seconds, slow)
             b_lat, b_fail = load([("127.0.0.1", port)], rate, seconds, slow)

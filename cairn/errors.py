@@ -1,13 +1,20 @@
 """Every error cairn raises, in one tree.
 
-    CairnError
+    CairnError                 (exit 1 unless a subclass says otherwise)
     ├── ConfigError            bad input: names the field, the value and the fix (exit 2)
-    ├── NotFound               an app, environment, order, instance or image that does not exist
-    ├── ActionRefused          an action the order's status does not allow (resume a running order, ...)
-    ├── Conflict               another order already holds the environment
+    ├── NotFound               an app, environment, order, instance or image that does not exist (exit 3)
+    ├── ActionRefused          an action the order's status does not allow (resume a running order, ...) (exit 4)
+    ├── Conflict               another order already holds the environment (exit 5)
     └── RuntimeFailure         something went wrong where instances run
         ├── PermanentError     retrying the same call cannot help (image missing, port taken, forbidden)
+        │   └── BatchFailed    a batch's instances did not become healthy: the order stops (names each one and why)
         └── TemporaryError     retrying may help (agent or API unreachable, a timeout)
+            └── Expired        (cairn.runtimes.kubernetes.api) a watch's resourceVersion is too old: list again;
+                               caught inside the runtime, never leaves it
+
+An exception that never leaves the module raising it is a signal inside that module, not an
+error of this tree (e.g. ``cairn.runtimes.local.netns.AddressTaken``: another agent holds the
+address, allocate the next one).
 
 Runtimes translate vendor errors (httpx, kubernetes.client.ApiException, OSError) into this tree
 at their edge, with a hint, so flows decide retries on ``TemporaryError`` alone (kopf's split of

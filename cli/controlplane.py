@@ -141,40 +141,36 @@ def instances(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
 
 def traffic(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
     """The environment's load balancer (local) or Service (kubernetes): listeners, backends and their state."""
-    with errors_as_exit(as_json):
-        from cairn.errors import PermanentError
+    from cairn.runtime import TrafficView
 
+    with errors_as_exit(as_json):
         t = _target(app, env)
-        if not hasattr(t.runtime, "traffic"):
-            raise PermanentError(f"the {type(t.runtime).__name__} runtime does not report traffic yet",
-                                 hint="cairn instances APP ENV shows each instance's address and ports")
-        data = t.runtime.traffic(t.env)
+        view = t.runtime.traffic(t.env)
 
     def count(value: int | None) -> str:
         return "-" if value is None else str(value)  # Kubernetes counts no connections
 
-    def render(d: dict[str, Any]) -> None:
-        if not d["listeners"]:
+    def render(v: TrafficView) -> None:
+        if not v.listeners:
             console.print(f"{app}/{env}: no load balancer listener (no mapped port, or no instance runs)")
-        for lis in d["listeners"]:
-            where = lis["address"] if lis["listening"] else f"{lis['address']} NOT LISTENING: {lis['error']}"
-            where += "".join(f", {extra}" for extra in lis.get("also") or [])
-            counted = f": {lis['open']} open, {lis['connections']} connections served" if lis["connections"] is not None else ""
-            console.print(f"{app}/{env} {where} ({d['policy']}){counted}"
-                          + (f", {lis['dropped']} dropped (no backend)" if lis["dropped"] else ""))
+        for lis in v.listeners:
+            where = lis.address if lis.listening else f"{lis.address} NOT LISTENING: {lis.error}"
+            where += "".join(f", {extra}" for extra in lis.also)
+            counted = f": {lis.open} open, {lis.connections} connections served" if lis.connections is not None else ""
+            console.print(f"{app}/{env} {where} ({v.policy}){counted}"
+                          + (f", {lis.dropped} dropped (no backend)" if lis.dropped else ""))
             table = Table("instance", "backend", "state", "open", "connections", "refused")
-            for b in lis["backends"]:
-                style = {"ready": "green", "draining": "yellow", "terminating": "yellow"}.get(b["state"], "dim")
-                table.add_row(b["instance"], b["address"], b["state"], count(b["open"]), count(b["connections"]),
-                              count(b["refused"]), style=style)
+            for b in lis.backends:
+                style = {"ready": "green", "draining": "yellow", "terminating": "yellow"}.get(b.state, "dim")
+                table.add_row(b.instance, b.address, b.state, count(b.open), count(b.connections), count(b.refused), style=style)
             console.print(table)
-        if d.get("counts"):
-            console.print(f"counted in {d['counts']} (the balancer is TCP and parses no request)")
-        if d.get("drain_s") is not None:
+        if v.counts:
+            console.print(f"counted in {v.counts} (the balancer is TCP and parses no request)")
+        if v.drain_s is not None:
             console.print(f"states from the EndpointSlices; cairn takes a pod out of the Service, waits until they drop it, "
-                          f"then {d['drain_s']:g}s more, before deleting it")
+                          f"then {v.drain_s:g}s more, before deleting it")
 
-    emit(data, as_json, render)
+    emit(view.to_dict(), as_json, lambda _: render(view))
 
 
 def events(app: AppArg, env: EnvArg, instance: Annotated[str | None, typer.Option("--instance", "-i")] = None,

@@ -19,7 +19,6 @@ from cairn.revision import Revision
 from cairn.runtime import Instance, Phase
 from cairn.tasks.context import Target, retry_temporary, secrets_for, target
 
-POLL_S = 0.1
 # How long one long poll may wait without a change: the deadline is checked in between.
 LONG_POLL_S = 5.0
 
@@ -63,9 +62,12 @@ def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -
     started = time.monotonic()
     deadline = started + _budget_s(revision)
     ready_at: dict[str, float] = {}
-    seen: list[Instance] | None = None  # the last observation, for a runtime that long-polls
+    seen: list[Instance] | None = None  # the last observation: the next read answers once it changed
     while True:
-        seen = _observe_batch(t, slots, unless=seen, wait_s=min(LONG_POLL_S, max(0.0, deadline - time.monotonic())))
+        # The runtime's long poll (cairn/runtime.py): the first read answers at once, each next
+        # one as soon as the batch's instances differ from the last, or after LONG_POLL_S.
+        wait_s = min(LONG_POLL_S, max(0.0, deadline - time.monotonic()))
+        seen = t.runtime.observe_slots(t.env, slots, unless=seen, wait_s=wait_s)
         current = {i.slot: i for i in seen if i.slot in slots}
         failed = {
             i.name: i.reason or "failed"
@@ -84,19 +86,6 @@ def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -
         if time.monotonic() > deadline:
             late = {t.env.instance(s): _why_not_ready(current.get(s), revision) for s in slots if t.env.instance(s) not in ready_at}
             raise BatchFailed(batch, late, _events(t, late))
-        if not getattr(t.runtime, "long_poll", False):
-            # A runtime may say how often it can be read: the local agent answers over a unix socket.
-            time.sleep(getattr(t.runtime, "poll_s", POLL_S))
-
-
-def _observe_batch(t: Target, slots: list[int], *, unless: list[Instance] | None = None, wait_s: float = 0.0) -> list[Instance]:
-    """The batch's instances. A runtime that can narrow the read to them (kubernetes, by label
-    selector) does, so waiting on 30 of 300 instances does not read 300 every poll; one that can
-    long-poll (``long_poll``) answers once they differ from ``unless``, or after ``wait_s``."""
-    if unless is not None and getattr(t.runtime, "long_poll", False):
-        return list(t.runtime.observe_slots(t.env, slots, unless=unless, wait_s=wait_s))  # type: ignore[attr-defined]
-    narrowed = getattr(t.runtime, "observe_slots", None)
-    return list(narrowed(t.env, slots)) if narrowed else t.runtime.observe(t.env)
 
 
 def _why_not_ready(instance: Instance | None, revision: Revision) -> str:
@@ -107,7 +96,7 @@ def _why_not_ready(instance: Instance | None, revision: Revision) -> str:
     return f"not healthy within the health check's budget ({instance.phase}: {instance.reason or 'no reason given'})"
 
 
-def _events(t, names: dict[str, str]) -> list[str]:  # type: ignore[no-untyped-def]
+def _events(t: Target, names: dict[str, str]) -> list[str]:
     lines = []
     for name in sorted(names):
         try:

@@ -32,6 +32,11 @@ WATCH_TICK_S = 1.0  # a quiet watch is renewed this often, so a follower sees it
 class Expired(TemporaryError):
     """The resourceVersion a watch started from is too old (410 Gone): list again."""
 
+    def __init__(self) -> None:
+        # CairnError needs a message: a bare ``Expired()`` was a TypeError, which no ``except
+        # Expired`` caught (the pod cache gave up; a health wait's own watch failed the batch).
+        super().__init__("the watch's resourceVersion is too old (410 Gone)", hint="list again, then watch from there")
+
 
 def pool(n: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, min(WORKERS, n)))

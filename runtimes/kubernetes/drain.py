@@ -19,8 +19,9 @@ from typing import Any
 
 from cairn.config import DRAIN_DEFAULT_S, ServiceType
 from cairn.revision import Revision
-from cairn.runtime import EnvRef
-from cairn.runtimes.kubernetes import manifests as m, service as s
+from cairn.runtime import EnvRef, TrafficView
+from cairn.runtimes.kubernetes import manifests as m
+from cairn.runtimes.kubernetes import service as s
 from cairn.runtimes.kubernetes.api import Api, pool
 
 LEAVE_TIMEOUT_S = 30.0  # the EndpointSlice controller normally takes milliseconds
@@ -77,11 +78,11 @@ class Traffic:
 
         return settle
 
-    def view(self, env: EnvRef, pods: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def view(self, env: EnvRef, pods: Sequence[dict[str, Any]]) -> TrafficView:
         name = s.service_name(env.app, env.environment)
         found = self.api.service(name)
         slices = self.api.endpoint_slices(name) if found else []
-        return s.view(found, slices, pods, self.drain_s)
+        return s.view(env, found, slices, pods, self.drain_s)
 
 
 def _nothing() -> None:

@@ -87,8 +87,10 @@ class PodCache:
         seen = -1
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: not self._running or self._changed_since(seen, wanted),
-                                    max(0.0, min(TICK_S, until - time.monotonic())))
+                def changed(since: int = seen) -> bool:
+                    return not self._running or self._changed_since(since, wanted)
+
+                self._cond.wait_for(changed, max(0.0, min(TICK_S, until - time.monotonic())))
                 seen = self._tick
             found = self.pods(int(s) for s in wanted)
             yield found

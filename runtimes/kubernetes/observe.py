@@ -88,7 +88,8 @@ def classify(pod: dict[str, Any], now: float) -> Verdict:  # noqa: C901 - one ta
             return Verdict(Phase.FAILED, _image_reason(pod, waiting))
         failed = state.get("terminated") if (state.get("terminated") or {}).get("exitCode") else last.get("terminated")
         if failed and failed.get("exitCode"):
-            return Verdict(Phase.FAILED, f"could not unpack the code package: {_last_line(failed.get('message')) or 'exit ' + str(failed['exitCode'])}")
+            said = _last_line(failed.get("message")) or f"exit {failed['exitCode']}"
+            return Verdict(Phase.FAILED, f"could not unpack the code package: {said}")
         if not (state.get("terminated") or {}).get("exitCode") == 0:
             return Verdict(Phase.PENDING, "unpacking the code package")
     app = _container(status.get("containerStatuses"), m.CONTAINER)

@@ -10,19 +10,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from cairn import packages
+from cairn.config import ServiceType
 from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
-from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase
-from cairn.config import ServiceType
-from cairn.runtimes.kubernetes import health, manifests as m, stream
+from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase, TrafficView
+from cairn.runtimes.kubernetes import health, stream
+from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.admission import ADMIT_TIMEOUT_S, admit, hint
-from cairn.runtimes.kubernetes.api import Api, pool as _pool
+from cairn.runtimes.kubernetes.api import Api
+from cairn.runtimes.kubernetes.api import pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
 from cairn.runtimes.kubernetes.informer import PodCaches
+from cairn.runtimes.kubernetes.observe import Verdict, classify, current, instance, instance_of, parse_time, sort_key, status_events, to_event
 from cairn.runtimes.kubernetes.stops import Stops
-from cairn.runtimes.kubernetes.observe import (Verdict, classify, current, instance, instance_of, parse_time, sort_key,
-                                               status_events, to_event)
 
 DEFAULT_NAMESPACE = "cairn"
 RECENT_S = 120.0  # a background clean-up spares Secrets and ConfigMaps younger than this
@@ -31,8 +32,6 @@ RECENT_S = 120.0  # a background clean-up spares Secrets and ConfigMaps younger 
 class KubernetesRuntime:
     """Instances as Pods named ``{app}-{env}-{slot}-{revision}`` in one namespace (default ``cairn``),
     behind one Service per environment."""
-
-    long_poll = True  # observe_slots(..., unless=, wait_s=) waits on a watch
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None,
                  service_type: ServiceType = "ClusterIP", drain_s: float | None = None) -> None:
@@ -153,12 +152,10 @@ class KubernetesRuntime:
                 break
         return seen
 
-    def traffic(self, env: EnvRef) -> dict[str, Any]:
+    def traffic(self, env: EnvRef) -> TrafficView:
         """The environment's Service: its addresses and ports, and each pod's endpoint state
         (ready, terminating, draining, out) from the EndpointSlices."""
-        view = self.traffic_.view(env, current(self.api.pods(env.app, env.environment)))
-        view.update({"app": env.app, "environment": env.environment, "cluster": env.cluster})
-        return view
+        return self.traffic_.view(env, current(self.api.pods(env.app, env.environment)))
 
     def _instances(self, pods: list[dict[str, Any]]) -> list[Instance]:
         now = time.time()

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cairn.config import PortMapping, ServiceType
+from cairn.runtime import BackendState, BackendView, EnvRef, ListenerView, TrafficView
 from cairn.runtimes.kubernetes import manifests as m
 
 SERVING = m.SERVING
@@ -73,7 +74,7 @@ def listed_uids(slices: Sequence[Mapping[str, Any]]) -> set[str]:
     return {e["targetRef"]["uid"] for s in slices for e in s.get("endpoints") or [] if (e.get("targetRef") or {}).get("uid")}
 
 
-def _state(pod: Mapping[str, Any], endpoint: Mapping[str, Any] | None) -> str:
+def _state(pod: Mapping[str, Any], endpoint: Mapping[str, Any] | None) -> BackendState:
     conditions = (endpoint or {}).get("conditions") or {}
     if conditions.get("ready"):
         return "ready"
@@ -84,12 +85,12 @@ def _state(pod: Mapping[str, Any], endpoint: Mapping[str, Any] | None) -> str:
     return "out"
 
 
-def view(service_obj: Mapping[str, Any] | None, slices: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]],
-         drain_s: float) -> dict[str, Any]:
-    """The same shape as the local balancer's snapshot: one listener per Service port, one backend
-    per pod. Kubernetes counts no connections, so those fields are None."""
+def view(env: EnvRef, service_obj: Mapping[str, Any] | None, slices: Sequence[Mapping[str, Any]],
+         pods: Sequence[Mapping[str, Any]], drain_s: float) -> TrafficView:
+    """What the local balancer's snapshot shows, for a Service: one listener per Service port, one
+    backend per pod. Kubernetes counts no connections, so those fields are None."""
     if service_obj is None:
-        return {"policy": "no Service", "counts": None, "drain_s": drain_s, "service": None, "listeners": []}
+        return TrafficView(env.cluster, env.app, env.environment, policy="no Service", drain_s=drain_s)
     spec, status = service_obj["spec"], service_obj.get("status") or {}
     cluster_ip = spec.get("clusterIP")
     ingress = [i.get("ip") or i.get("hostname") for i in (status.get("loadBalancer") or {}).get("ingress") or []]
@@ -99,20 +100,20 @@ def view(service_obj: Mapping[str, Any] | None, slices: Sequence[Mapping[str, An
         backends = []
         for pod in pods:
             endpoint = endpoints.get(pod["metadata"]["uid"])
-            backends.append({
-                "instance": pod["metadata"]["name"],
-                "address": f"{(pod.get('status') or {}).get('podIP') or '-'}:{port['targetPort']}",
-                "state": _state(pod, endpoint), "open": None, "connections": None, "refused": None,
-                "conditions": (endpoint or {}).get("conditions") or {},
-                "version": (pod["metadata"].get("labels") or {}).get(m.VERSION),
-            })
+            backends.append(BackendView(
+                instance=pod["metadata"]["name"],
+                address=f"{(pod.get('status') or {}).get('podIP') or '-'}:{port['targetPort']}",
+                state=_state(pod, endpoint), conditions=dict((endpoint or {}).get("conditions") or {}),
+                version=(pod["metadata"].get("labels") or {}).get(m.VERSION),
+            ))
         listening = bool(cluster_ip) and cluster_ip != "None"
         also = [f"node port {port['nodePort']}"] if port.get("nodePort") else []
         also += [f"{host}:{port['port']}" for host in ingress]
-        listeners.append({
-            "address": f"{cluster_ip}:{port['port']}", "host_port": port["port"], "name": port.get("name"),
-            "listening": listening, "error": None if listening else "no ClusterIP assigned",
-            "also": also, "open": None, "connections": None, "dropped": None, "backends": backends,
-        })
-    return {"policy": f"Service {service_obj['metadata']['name']}, {spec.get('type', 'ClusterIP')}, kube-proxy",
-            "counts": None, "drain_s": drain_s, "service": service_obj["metadata"]["name"], "listeners": listeners}
+        listeners.append(ListenerView(
+            address=f"{cluster_ip}:{port['port']}", host_port=port["port"], name=port.get("name"),
+            listening=listening, error=None if listening else "no ClusterIP assigned",
+            also=tuple(also), backends=tuple(backends),
+        ))
+    name = service_obj["metadata"]["name"]
+    return TrafficView(env.cluster, env.app, env.environment, policy=f"Service {name}, {spec.get('type', 'ClusterIP')}, kube-proxy",
+                       drain_s=drain_s, service=name, listeners=tuple(listeners))

@@ -1,7 +1,8 @@
 """The local runtime: instances as supervised, namespaced processes on this machine.
 
 A node agent (``agent``) owns the instances and serves the Runtime protocol over a unix
-socket; ``LocalRuntime`` is its client; one shim per instance (``shim``) supervises the app.
+socket (``routes``, a Starlette app on uvicorn); ``LocalRuntime`` is its client; one shim per
+instance (``shim``) supervises the app.
 The CLI calls ``start_agent``, ``stop_agent`` and ``agent_status``.
 """
 

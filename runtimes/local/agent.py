@@ -4,151 +4,52 @@ Like a kubelet it owns the node's instances, but it keeps no state in memory: ev
 answered from the state directory and the per-instance shims, so the agent can be killed and
 restarted at any time and re-adopts every running instance as it finds them.
 
+The API (routes.py) is a Starlette app; uvicorn serves it on ``agent.sock`` in the state
+directory, on a socket this module binds with mode 0600 before uvicorn listens on it (uvicorn's
+own ``uds=`` would listen first and then chmod the socket to 0666: a root agent's socket must
+never be open to other users, not even for an instant). HTTP/1.1 keeps the client's connections
+alive between calls. Only the agent process imports this module and routes.py: the shims and
+the client never load Starlette or uvicorn (see the package's lazy ``__init__``).
+
 Run as ``python -m cairn.runtimes.local.agent --state-dir DIR`` (``control.start_agent`` does).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socketserver
+import socket
 import sys
 import threading
-import traceback
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-from cairn.errors import CairnError, NotFound, PermanentError, TemporaryError
-from cairn.revision import Revision
-from cairn.runtime import EnvRef, Instance
-from cairn.runtimes.local import cgroups, events, logs, netns, traffic
+import uvicorn
+
+from cairn.runtimes.local import cgroups, netns, routes, traffic
 from cairn.runtimes.local.node import Node
-from cairn.runtimes.local.state import EnvDir
 
-STATUS_CODES: dict[type[CairnError], int] = {NotFound: 404, PermanentError: 422, TemporaryError: 503}
-
-
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    # socketserver's default backlog is 5: with tens of releases polling at once, a unix socket
-    # refuses the surplus connects at once (EAGAIN), which clients report as "agent not reachable".
-    request_queue_size = 256
-
-    def __init__(self, path: Path, node: Node) -> None:
-        self.node = node
-        self.socket_path = path
-        super().__init__(str(path), Handler)
+SOCKET_MODE = 0o600
+# Beyond the client's keep-alive (httpx: 5 s), so the client, not the agent, closes an idle
+# connection: never one the client is about to reuse.
+KEEP_ALIVE_S = 30
+# Requests still running when the agent stops (an ensure, a terminate) get this long; long polls
+# and followed logs answer at once (Node.close, Agent.stopping). Below control.stop_agent's 10 s.
+GRACEFUL_S = 5
 
 
-def _env(data: dict[str, Any]) -> EnvRef:
-    return EnvRef(cluster=data["cluster"], app=data["app"], environment=data["environment"])
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence per-request lines
-        pass
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self, method: str) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        body: dict[str, Any] = {}
-        if method == "POST":
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-        try:
-            if url.path == "/logs":
-                return self._logs(query)
-            result = self._route(method, url.path, query, body)
-            self._reply(200, result)
-        except CairnError as exc:
-            code = next((c for kind, c in STATUS_CODES.items() if isinstance(exc, kind)), 500)
-            self._reply(code, exc.to_dict())
-        except Exception as exc:  # noqa: BLE001 - the agent must answer, not die
-            traceback.print_exc()
-            self._reply(500, {"error": "PermanentError", "message": f"agent error: {type(exc).__name__}: {exc}", "hint": "see agent.log"})
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def _route(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
-        node = self.server.node
-        if path == "/status":
-            return status(self.server)
-        if path == "/observe":
-            return [i.to_dict() for i in node.observe(_env(query))]
-        if path == "/traffic":
-            return node.traffic(_env(query))
-        if path == "/events":
-            since = float(query["since"]) if query.get("since") else None
-            found = events.read(EnvDir.of(node.state, _env(query)).events, instance=query.get("instance"), since=since)
-            return [e.to_dict() for e in found]
-        if method != "POST":
-            raise NotFound(f"no such endpoint {method} {path}")
-        env = _env(body["env"]) if "env" in body else None
-        if path == "/ensure" and env:
-            revision = Revision.model_validate(body["revision"])
-            node.ensure(env, body["slots"], revision, body.get("secrets") or {}, bool(body.get("replace_failed")), body.get("order"))
-            return {"ok": True}
-        if path == "/observe_slots" and env:
-            unless = body.get("unless")
-            found = node.observe_slots(env, body["slots"], None if unless is None else [Instance.from_dict(i) for i in unless],
-                                       float(body.get("wait_s") or 0.0))
-            return [i.to_dict() for i in found]
-        if path == "/terminate" and env:
-            node.terminate(env, body["slots"])
-            return {"ok": True}
-        if path == "/exec" and env:
-            result = node.exec(env, body["instance"], body["command"], body["user"], float(body.get("timeout_s", 60)))
-            return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
-        if path == "/enter" and env:
-            return {"pid": node.enter(env, body["instance"], body["command"], body["user"])}
-        if path == "/purge":
-            return {"purged": node.purge()}
-        if path == "/shutdown":
-            threading.Thread(target=self.server.shutdown, daemon=True).start()
-            return {"ok": True}
-        raise NotFound(f"no such endpoint {method} {path}")
-
-    def _logs(self, query: dict[str, str]) -> None:
-        node = self.server.node
-        path = node.log_path(_env(query), query["instance"])
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.end_headers()
-        tail = int(query["tail"]) if query.get("tail") else None
-        follow = query.get("follow") == "1"
-        try:
-            for line in logs.read(path, tail=tail, follow=follow, alive=lambda: path.parent.exists()):
-                self.wfile.write((line + "\n").encode())
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-def status(server: Server) -> dict[str, Any]:
-    problem = cgroups.problem()
-    return {
-        "running": True, "pid": os.getpid(), "socket": str(server.socket_path), "state_dir": str(server.node.state),
-        "instances": server.node.count(), "cgroups": problem is None, "cgroups_problem": problem,
-    }
+def bind(path: Path) -> socket.socket:
+    """The agent's socket at ``path``, bound but not listening, with its final mode already: a
+    connect needs a listening socket, so no one reaches the agent before the mode is set."""
+    path.unlink(missing_ok=True)  # left by an agent that was killed
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, SOCKET_MODE)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(0)
     state: Path = args.state_dir
     state.mkdir(parents=True, exist_ok=True)
-    sock = state / "agent.sock"
-    sock.unlink(missing_ok=True)  # left by an agent that was killed
+    path = state / "agent.sock"
     netns.ensure_bridge()
     problem = cgroups.problem()
     if problem:
@@ -170,16 +70,32 @@ def main(argv: list[str] | None = None) -> None:
     balancer.start()  # listeners of adopted instances come back with its first scan
     node = Node(state, balancer)
     node.finish_retiring()  # replaced instances an earlier agent had begun to stop
-    server = Server(sock, node)
-    os.chmod(sock, 0o600)
+    stopping = threading.Event()
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            stopping.set()  # followed logs end at their next read
+            node.close()  # long polls answer now
+            await super().shutdown(sockets)
+
+    def stop(*_: object) -> None:
+        server.should_exit = True
+
+    agent = routes.Agent(node=node, socket=path, stop=stop, stopping=stopping)
+    server = Server(uvicorn.Config(
+        routes.app(agent), lifespan="on", log_level="warning", access_log=False, server_header=False,
+        date_header=False, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=GRACEFUL_S))
+    listener = bind(path)
     (state / "agent.pid").write_text(str(os.getpid()))
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    print(f"cairn agent {os.getpid()} serving {sock}", file=sys.stderr, flush=True)
+    # uvicorn answers SIGTERM itself while it serves, then raises it again once it stopped: this
+    # handler makes that second one (and one before serving began) a stop, not a kill mid-cleanup.
+    signal.signal(signal.SIGTERM, stop)
+    print(f"cairn agent {os.getpid()} serving {path}", file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.run(sockets=[listener])
     finally:
         balancer.stop()
-        sock.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         (state / "agent.pid").unlink(missing_ok=True)
 
 

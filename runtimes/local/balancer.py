@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.errors import PermanentError
-from cairn.runtime import EnvRef
+from cairn.runtime import BackendState, BackendView, EnvRef, ListenerView, TrafficView
 
 SCAN_INTERVAL_S = 0.1
 CONNECT_TIMEOUT_S = 1.0
@@ -54,14 +54,14 @@ class Backend:
     name: str
     address: str
     port: int
-    state: str = "out"
+    state: BackendState = "out"
     open: int = 0
     connections: int = 0
     refused: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"instance": self.name, "address": f"{self.address}:{self.port}", "state": self.state, "open": self.open,
-                "connections": self.connections, "refused": self.refused}
+    def view(self) -> BackendView:
+        return BackendView(instance=self.name, address=f"{self.address}:{self.port}", state=self.state, open=self.open,
+                           connections=self.connections, refused=self.refused)
 
 
 @dataclass(eq=False)
@@ -139,7 +139,8 @@ class Balancer:
     def forget(self, key: str) -> None:
         self._call(self._forget, key)
 
-    def snapshot(self, env: EnvRef) -> dict[str, Any]:
+    def snapshot(self, env: EnvRef) -> TrafficView:
+        """What ``cairn traffic`` shows of ``env``: its listeners and their backends, counted."""
         return self._call(self._snapshot, env)  # type: ignore[no-any-return]
 
     # --- on the loop -----------------------------------------------------------------------
@@ -223,18 +224,15 @@ class Balancer:
             if backend:
                 backend.state = "out"  # connections still holding it finish; nothing new goes there
 
-    def _snapshot(self, env: EnvRef) -> dict[str, Any]:
-        rows = []
-        for port, listener in sorted(self.listeners.items()):
-            if listener.env != env:
-                continue
-            rows.append({
-                "address": f"{self.host}:{port}", "host_port": port, "listening": listener.server is not None,
-                "error": listener.error, "open": listener.open, "connections": listener.connections,
-                "dropped": listener.dropped,
-                "backends": [b.to_dict() for b in sorted(listener.backends.values(), key=lambda b: b.name)],
-            })
-        return {"policy": self.policy, "counts": "connections", "listeners": rows}
+    def _snapshot(self, env: EnvRef) -> TrafficView:
+        rows = tuple(
+            ListenerView(address=f"{self.host}:{port}", host_port=port, listening=listener.server is not None,
+                         error=listener.error, open=listener.open, connections=listener.connections,
+                         dropped=listener.dropped,
+                         backends=tuple(b.view() for b in sorted(listener.backends.values(), key=lambda b: b.name)))
+            for port, listener in sorted(self.listeners.items()) if listener.env == env)
+        return TrafficView(cluster=env.cluster, app=env.app, environment=env.environment, policy=self.policy,
+                           counts="connections", listeners=rows)
 
     # --- reconciling with the state directory ----------------------------------------------
     async def _reconcile_forever(self) -> None:
@@ -313,14 +311,14 @@ class Balancer:
                 changed = self._changed
                 try:
                     await asyncio.wait_for(changed.wait(), SCAN_INTERVAL_S * 2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             backend.open += 1  # counted from the choice on, so least-connections and drain see it
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(backend.address, backend.port, limit=BUFFER), CONNECT_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 backend.open -= 1
                 backend.refused += 1
                 skip.add(backend.key)

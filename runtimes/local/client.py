@@ -19,13 +19,15 @@ import httpx
 
 from cairn import errors
 from cairn.revision import Revision
-from cairn.runtime import EnvRef, Event, ExecResult, Instance
+from cairn.runtime import EnvRef, Event, ExecResult, Instance, TrafficView
 from cairn.runtimes.local import enter
 from cairn.runtimes.local.state import default_state_dir
 
 ERRORS: dict[str, type[errors.CairnError]] = {
     "NotFound": errors.NotFound, "PermanentError": errors.PermanentError, "TemporaryError": errors.TemporaryError,
 }
+# How often the long poll re-reads when the agent cannot wait itself (one started before it could).
+OLD_AGENT_POLL_S = 0.05
 
 
 def _env(env: EnvRef) -> dict[str, str]:
@@ -35,14 +37,12 @@ def _env(env: EnvRef) -> dict[str, str]:
 class LocalRuntime:
     """The local runtime. ``autostart`` starts the agent on first use when it is not running."""
 
-    poll_s = 0.05  # a health wait's read interval, when it cannot long-poll (see observe_slots)
-    long_poll = True  # observe_slots(..., unless=, wait_s=) answers as soon as the instances change
-
     def __init__(self, state_dir: Path | str | None = None, *, autostart: bool = False) -> None:
         self.state_dir = default_state_dir(state_dir)
         self.autostart = autostart
         self.socket = self.state_dir / "agent.sock"
         self._shared: httpx.Client | None = None
+        self._shared_pid = 0
         self._shared_lock = threading.Lock()
 
     def _client(self, timeout: float | None) -> httpx.Client:
@@ -53,10 +53,11 @@ class LocalRuntime:
     def _requests(self) -> httpx.Client:
         """One client for every call of this runtime (httpx's clients may be shared by threads):
         a new one per call built an SSL context each time, a few ms on every read of a health wait.
-        The agent speaks HTTP/1.0, so each request still has a connection of its own."""
+        Its connections are kept alive between calls. A forked process (a warm-started flow run)
+        makes its own: two processes must never talk over one inherited connection."""
         with self._shared_lock:
-            if self._shared is None:
-                self._shared = self._client(30)
+            if self._shared is None or self._shared_pid != os.getpid():
+                self._shared, self._shared_pid = self._client(30), os.getpid()
             return self._shared
 
     def _unreachable(self, exc: Exception) -> errors.TemporaryError:
@@ -75,7 +76,11 @@ class LocalRuntime:
             response = self._requests().request(method, path, params=params, json=body, timeout=timeout)
         except (httpx.TransportError, OSError) as exc:
             raise self._unreachable(exc) from None
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError:  # not the agent's answer: e.g. its server cut the request short while stopping
+            raise errors.TemporaryError(f"the local agent answered {response.status_code} without a result",
+                                        hint="retry; see agent.log in the agent's state directory") from None
         if response.status_code >= 400:
             kind = ERRORS.get(data.get("error", ""), errors.PermanentError)
             raise kind(data.get("message", "agent error"), hint=data.get("hint"))
@@ -97,18 +102,26 @@ class LocalRuntime:
                       wait_s: float = 0.0) -> list[Instance]:
         """The slots' instances, sorted by slot. With ``unless`` and ``wait_s``, a long poll: the agent
         answers once they differ from ``unless`` (the kernel tells it of every file its shims write),
-        or after ``wait_s``: a health wait learns of readiness at once, with one request per change
-        instead of one every ``poll_s``."""
+        or after ``wait_s``: a health wait learns of readiness at once, with one request per change."""
         body = {"env": _env(env), "slots": list(slots), "wait_s": wait_s,
                 "unless": None if unless is None else [i.to_dict() for i in unless]}
         try:
             rows = self._call("POST", "/observe_slots", body=body, timeout=wait_s + 30)
         except errors.NotFound:
-            # An agent started before this version (instances outlive agent upgrades): plain reads.
-            if unless is not None and wait_s > 0:
-                time.sleep(min(wait_s, self.poll_s))
-            return [i for i in self.observe(env) if i.slot in set(slots)]
+            return self._poll_slots(env, slots, unless, wait_s)
         return [Instance.from_dict(row) for row in rows]
+
+    def _poll_slots(self, env: EnvRef, slots: Sequence[int], unless: Sequence[Instance] | None,
+                    wait_s: float) -> list[Instance]:
+        """The long poll as re-reads, for an agent started before it had ``/observe_slots``
+        (instances and their agent outlive an upgrade of cairn)."""
+        wanted, before = set(slots), None if unless is None else sorted(unless, key=lambda i: i.slot)
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = [i for i in self.observe(env) if i.slot in wanted]
+            if before is None or found != before or time.monotonic() >= deadline:
+                return found
+            time.sleep(min(OLD_AGENT_POLL_S, max(0.0, deadline - time.monotonic())))
 
     def events(self, env: EnvRef, *, instance: str | None = None, since: float | None = None) -> list[Event]:
         params: dict[str, Any] = _env(env)
@@ -146,10 +159,9 @@ class LocalRuntime:
         pid = int(self._call("POST", "/enter", body=body)["pid"])
         return subprocess.call(enter.argv(pid, command), env=enter.environ(pid))
 
-    def traffic(self, env: EnvRef) -> dict[str, Any]:
+    def traffic(self, env: EnvRef) -> TrafficView:
         """The environment's load balancer: listeners, backends (ready/draining/out), connections."""
-        data: dict[str, Any] = self._call("GET", "/traffic", params=_env(env))
-        return data
+        return TrafficView.from_dict(self._call("GET", "/traffic", params=_env(env)))
 
     def terminate(self, env: EnvRef, slots: Sequence[int]) -> None:
         self._call("POST", "/terminate", body={"env": _env(env), "slots": list(slots)}, timeout=None)

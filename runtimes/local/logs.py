@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+BATCH_LINES = 1000
+FOLLOW_POLL_S = 0.25
+
 
 def stamp(now: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -62,6 +65,14 @@ class RotatingLog:
 def read(path: Path, *, tail: int | None = None, follow: bool = False, alive: Callable[[], bool] | None = None) -> Iterator[str]:
     """Lines of the log (rotated files first), the last ``tail`` only; ``follow`` waits for more
     until ``alive()`` turns false."""
+    for batch in batches(path, tail=tail, follow=follow, alive=alive):
+        yield from batch
+
+
+def batches(path: Path, *, tail: int | None = None, follow: bool = False,
+            alive: Callable[[], bool] | None = None) -> Iterator[list[str]]:
+    """``read``'s lines in batches: what the files hold (``BATCH_LINES`` at a time), then each
+    read's new complete lines. The agent streams a batch per worker-thread hop, not a line."""
     rotated = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
     lines: deque[str] = deque(maxlen=tail if tail is not None else None)
     for old in rotated:
@@ -71,7 +82,9 @@ def read(path: Path, *, tail: int | None = None, follow: bool = False, alive: Ca
         with path.open("r", errors="replace") as fh:
             lines.extend(fh.read().splitlines())
             position = fh.tell()
-    yield from lines
+    held = list(lines)
+    for start in range(0, len(held), BATCH_LINES):
+        yield held[start:start + BATCH_LINES]
     if not follow:
         return
     while alive is None or alive():
@@ -88,5 +101,5 @@ def read(path: Path, *, tail: int | None = None, follow: bool = False, alive: Ca
                 complete, _, _ = chunk.rpartition("\n")
                 if complete or chunk.endswith("\n"):
                     position += len((complete + "\n").encode())
-                    yield from complete.splitlines()
-        time.sleep(0.25)
+                    yield complete.splitlines()
+        time.sleep(FOLLOW_POLL_S)

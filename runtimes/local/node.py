@@ -25,7 +25,7 @@ from typing import Any
 from cairn import packages
 from cairn.errors import NotFound, PermanentError
 from cairn.revision import Revision
-from cairn.runtime import EnvRef, ExecResult, Instance, Phase
+from cairn.runtime import EnvRef, ExecResult, Instance, Phase, TrafficView
 from cairn.runtimes.local import cgroups, enter, events, images, netns, watch
 from cairn.runtimes.local.balancer import Balancer
 from cairn.runtimes.local.state import RETIRING, EnvDir, alive, all_instance_dirs, read_json, retiring, write_json
@@ -57,6 +57,14 @@ class Node:
         self._retirer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="retire")
         self._retiring: dict[Path, Future[None]] = {}
         self._watcher: watch.Watcher | None = None  # made by the first long poll: a purge needs none
+        self._closed = False
+
+    def close(self) -> None:
+        """The agent stops: every long poll answers now, and every later one at once."""
+        with self._alloc:
+            self._closed = True
+            if self._watcher is not None:
+                self._watcher.close()
 
     def _env_lock(self, env: EnvRef) -> threading.Lock:
         with self._alloc:
@@ -100,8 +108,12 @@ class Node:
 
         if unless is None:
             return read(watched())
-        with self._alloc:
-            watcher = self._watcher = self._watcher or watch.Watcher()
+        with self._alloc:  # a poll that begins once the agent stops answers at once (close)
+            if not self._closed:
+                self._watcher = self._watcher or watch.Watcher()
+            watcher = None if self._closed else self._watcher
+        if watcher is None:
+            return read(watched())
         return watcher.until_changed(watched, read, sorted(unless, key=lambda i: i.slot), min(wait_s, MAX_LONG_POLL_S), RECHECK_S)
 
     def _dir(self, env: EnvRef, name: str) -> Path:
@@ -378,12 +390,10 @@ class Node:
     def log_path(self, env: EnvRef, name: str) -> Path:
         return self._dir(env, name) / "logs" / "container.log"
 
-    def traffic(self, env: EnvRef) -> dict[str, Any]:
+    def traffic(self, env: EnvRef) -> TrafficView:
         if self.balancer is None:
             raise PermanentError("this node has no load balancer", hint="ask the running agent (cairn agent start)")
-        view = self.balancer.snapshot(env)
-        view.update({"app": env.app, "environment": env.environment, "cluster": env.cluster})
-        return view
+        return self.balancer.snapshot(env)
 
     def count(self) -> int:
         return sum(1 for _ in all_instance_dirs(self.state))

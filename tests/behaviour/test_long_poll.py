@@ -1,5 +1,5 @@
-"""The optional long poll (``long_poll = True`` and ``observe_slots(..., unless=, wait_s=)``): the
-health wait's way to learn of a change as it happens (cairn/runtime.py, the Runtime protocol)."""
+"""The long poll (``observe_slots(..., unless=, wait_s=)``): the health wait's way to learn of a
+change as it happens (cairn/runtime.py, the Runtime protocol)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def long_poll(runtime: Harness, env, slots: list[int], unless: list[Instance] | None, wait_s: float) -> tuple[list[Instance], float]:  # type: ignore[no-untyped-def]
-    if not getattr(runtime.runtime, "long_poll", False):
-        pytest.skip(f"the {runtime.kind} runtime does not long-poll")
     began = time.monotonic()
-    found = runtime.runtime.observe_slots(env, slots, unless=unless, wait_s=wait_s)  # type: ignore[attr-defined]
+    found = runtime.runtime.observe_slots(env, slots, unless=unless, wait_s=wait_s)
     return found, time.monotonic() - began
 
 

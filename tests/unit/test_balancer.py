@@ -103,7 +103,7 @@ def balancer(fake: Fake) -> Iterator[Balancer]:
 
 def states(b: Balancer, env: EnvRef = ENV) -> dict[str, str]:
     view = b.snapshot(env)
-    return {row["instance"]: row["state"] for lis in view["listeners"] for row in lis["backends"]}
+    return {row.instance: row.state for lis in view.listeners for row in lis.backends}
 
 
 def test_routes_only_to_ready_backends_and_balances(fake: Fake, balancer: Balancer) -> None:
@@ -119,7 +119,7 @@ def test_routes_only_to_ready_backends_and_balances(fake: Fake, balancer: Balanc
     wait_until(lambda: states(balancer)["one"] == "out")
     assert {get(port) for _ in range(6)} == {"two"}
     view = balancer.snapshot(ENV)
-    assert view["counts"] == "connections" and view["listeners"][0]["connections"] == 26
+    assert view.counts == "connections" and view.listeners[0].connections == 26
     for b in (one, two, three):
         b.close()
 
@@ -131,8 +131,8 @@ def test_a_refused_connect_is_retried_on_another_backend(fake: Fake, balancer: B
     fake.add("alive", alive.port, port)
     wait_until(lambda: len(states(balancer)) == 2)
     assert [get(port) for _ in range(6)] == ["alive"] * 6
-    dead = next(r for r in balancer.snapshot(ENV)["listeners"][0]["backends"] if r["instance"] == "dead")
-    assert dead["refused"] >= 3
+    dead = next(r for r in balancer.snapshot(ENV).listeners[0].backends if r.instance == "dead")
+    assert dead.refused is not None and dead.refused >= 3
     alive.close()
 
 
@@ -144,7 +144,7 @@ def test_drain_stops_new_connections_and_waits_for_open_ones(fake: Fake, balance
     slow: list[str] = []
     thread = threading.Thread(target=lambda: slow.append(get(port, "/slow")))
     thread.start()
-    wait_until(lambda: balancer.snapshot(ENV)["listeners"][0]["open"] == 1)
+    wait_until(lambda: balancer.snapshot(ENV).listeners[0].open == 1)
     fake.add("b", b.port, port)
     wait_until(lambda: states(balancer).get("b") == "ready")
     began = time.monotonic()
@@ -171,13 +171,13 @@ def test_claim_refuses_a_taken_port_and_another_envs_port(fake: Fake, balancer: 
         port = taken.getsockname()[1]
         with pytest.raises(PermanentError, match=f"host_port {port}.*cannot be used"):
             balancer.claim(ENV, [port])
-    assert balancer.snapshot(ENV)["listeners"] == [], "nothing left half-made"
+    assert balancer.snapshot(ENV).listeners == (), "nothing left half-made"
     mine = free_port()
     release = balancer.claim(ENV, [mine])
     with pytest.raises(PermanentError, match="already the traffic port of app/production"):
         balancer.claim(OTHER, [mine])
     release()
-    wait_until(lambda: balancer.snapshot(ENV)["listeners"] == [])  # no instance uses it: closed again
+    wait_until(lambda: balancer.snapshot(ENV).listeners == ())  # no instance uses it: closed again
 
 
 def test_no_ready_backend_waits_for_one(fake: Fake, balancer: Balancer) -> None:
@@ -215,7 +215,7 @@ def test_least_connections_avoids_a_busy_backend(fake: Fake) -> None:
         slow: list[str] = []
         thread = threading.Thread(target=lambda: slow.append(get(port, "/slow")))
         thread.start()
-        wait_until(lambda: lb.snapshot(ENV)["listeners"][0]["open"] == 1)
+        wait_until(lambda: lb.snapshot(ENV).listeners[0].open == 1)
         fast = [get(port) for _ in range(4)]
         thread.join()
         assert fast == [{"a": "b", "b": "a"}[slow[0]]] * 4, (slow, fast)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from cairn.config import PortMapping
-from cairn.runtimes.kubernetes import manifests as m, service as s
+from cairn.runtime import EnvRef
+from cairn.runtimes.kubernetes import manifests as m
+from cairn.runtimes.kubernetes import service as s
 from cairn.runtimes.kubernetes.observe import current, instance_of
+
+ENV = EnvRef("k8s", "shop", "production")
 
 
 def test_the_service_selects_only_the_environments_serving_pods_and_maps_each_port() -> None:
@@ -49,11 +53,12 @@ def test_traffic_view_reads_backend_states_from_the_endpoint_slices() -> None:
         {"targetRef": {"uid": "c"}, "conditions": {"ready": False, "serving": False, "terminating": False}},
     ]}]
     pods = [_pod("p-0", 0, "a", ip="10.0.0.1"), _pod("p-1", 1, "b"), _pod("p-2", 2, "c"), _pod("p-3", 3, "d", serving="false")]
-    view = s.view(svc, slices, pods, drain_s=2.0)
-    [listener] = view["listeners"]
-    assert listener["address"] == "10.96.0.7:80" and listener["listening"]
-    assert [(b["instance"], b["state"]) for b in listener["backends"]] == [
+    view = s.view(ENV, svc, slices, pods, drain_s=2.0)
+    [listener] = view.listeners
+    assert listener.address == "10.96.0.7:80" and listener.listening
+    assert [(b.instance, b.state) for b in listener.backends] == [
         ("p-0", "ready"), ("p-1", "terminating"), ("p-2", "out"), ("p-3", "draining")]
-    assert listener["backends"][0]["address"] == "10.0.0.1:8080"
+    assert listener.backends[0].address == "10.0.0.1:8080"
+    assert (view.app, view.environment, view.service) == ("shop", "production", "shop-production")
     assert s.ready_uids(slices) == {"a"} and s.listed_uids(slices) == {"a", "b", "c"}
-    assert s.view(None, [], pods, 2.0)["listeners"] == []
+    assert s.view(ENV, None, [], pods, 2.0).listeners == ()

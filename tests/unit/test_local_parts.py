@@ -144,3 +144,22 @@ def test_the_watcher_wakes_a_waiter_on_a_status_write_and_not_otherwise(tmp_path
     watcher.wait([instance], seen, 30)  # returns with the write's rename, not after 30 s
     writer.join()
     assert watcher.count([instance]) != seen
+
+
+def test_a_closed_watcher_answers_a_long_poll_at_once(tmp_path: Path) -> None:
+    """The agent closes it when it stops: a long poll then answers with what it reads, instead
+    of holding the agent's shutdown for up to a minute."""
+    import threading
+
+    from cairn.runtimes.local.watch import Watcher
+
+    watcher = Watcher()
+    answers: list[str] = []
+    poll = threading.Thread(target=lambda: answers.append(
+        watcher.until_changed(lambda: [tmp_path], lambda _: "same", "same", wait_s=600, recheck_s=600)))
+    poll.start()
+    poll.join(0.5)
+    assert poll.is_alive() and not answers, "nothing changed: the poll waits"
+    watcher.close()
+    poll.join(30)
+    assert answers == ["same"]
