@@ -27,7 +27,7 @@ from cairn.revision import Revision
 from cairn.runtime import EnvRef, Instance
 from cairn.runtimes.local import cgroups, events, logs, netns, traffic
 from cairn.runtimes.local.node import Node
-from cairn.runtimes.local.state import EnvDir
+from cairn.runtimes.local.state import EnvDir, process_start_time
 
 STATUS_CODES: dict[type[CairnError], int] = {NotFound: 404, PermanentError: 422, TemporaryError: 503}
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     node.finish_retiring()  # replaced instances an earlier agent had begun to stop
     server = Server(sock, node)
     os.chmod(sock, 0o600)
-    (state / "agent.pid").write_text(str(os.getpid()))
+    (state / "agent.pid").write_text(f"{os.getpid()} {process_start_time(os.getpid())}")  # pid + start: never a reused pid
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"cairn agent {os.getpid()} serving {sock}", file=sys.stderr, flush=True)
     try:
