@@ -78,6 +78,25 @@ class ProcessRef:
         return alive(self.pid, self.start)
 
 
+def listens(ref: ProcessRef, port: int) -> bool:
+    """True when the process ``ref`` names, or one of its descendants, listens on TCP ``port``:
+    that the server answering on a port is the one we started, not another that holds it."""
+    if not ref.alive():
+        return False
+    try:
+        root = psutil.Process(ref.pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for proc in family:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in proc.net_connections("tcp")):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return False
+
+
 def stop_group(ref: ProcessRef | None, timeout_s: float = 15) -> bool:
     """Stop the process group ``ref`` leads (it was started in a session of its own): SIGTERM, and
     SIGKILL if its leader has not exited within ``timeout_s``. Nothing is signalled unless the

@@ -24,7 +24,7 @@ import httpx
 
 from cairn.errors import TemporaryError
 from cairn.paths import cairn_home
-from cairn.procs import ProcessRef, stop_group
+from cairn.procs import ProcessRef, listens, stop_group
 
 DEFAULT_PORT = 4200
 WORK_POOL = "cairn"
@@ -180,14 +180,18 @@ def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "1
         [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    ref = ProcessRef.of(proc.pid)
     deadline = time.monotonic() + timeout_s
-    while not healthy(url):
+    # Healthy *and* ours: another server holding the port (a user's own Prefect, another cairn
+    # home's) answers /health as well, and would be taken for this one while ours fails to bind.
+    while not (ref and listens(ref, port) and healthy(url)):
         if proc.poll() is not None:
-            raise TemporaryError(f"the Prefect server exited with {proc.returncode}", hint=f"see {cairn_home() / 'server.log'}")
+            raise TemporaryError(f"the Prefect server exited with {proc.returncode}"
+                                 + (f" (port {port} is taken by another server)" if healthy(url) else ""),
+                                 hint=f"see {cairn_home() / 'server.log'}; `cairn up --port P` takes another port")
         if time.monotonic() > deadline:
             raise TemporaryError(f"the Prefect server did not answer within {timeout_s:.0f}s", hint=f"see {cairn_home() / 'server.log'}")
         time.sleep(0.2)
-    ref = ProcessRef.of(proc.pid)
     state["server"] = {"url": url, **(ref.record() if ref else {}), "host": host, "auth": bool(auth.configured())}
     _write_state(state)
     return ServerInfo(url, ref, prefect_home())

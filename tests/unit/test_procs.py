@@ -56,3 +56,30 @@ def test_stop_group_never_signals_a_process_the_record_does_not_name() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_listens_tells_the_process_holding_a_port_from_one_that_does_not() -> None:
+    import socket
+
+    from cairn.procs import listens
+
+    server = subprocess.Popen([sys.executable, "-c", "import socket, sys, time\n"
+                               "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                               "print(s.getsockname()[1], flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    other = _sleeper()
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        ref, stranger = ProcessRef.of(server.pid), ProcessRef.of(other.pid)
+        assert ref is not None and stranger is not None
+        assert listens(ref, port)
+        assert not listens(stranger, port), "the port is held by another process"
+        me = ProcessRef.of(os.getpid())
+        assert me is not None and listens(me, port), "what a descendant listens on counts for its ancestor"
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            assert not listens(ref, unused.getsockname()[1])
+    finally:
+        for proc in (server, other):
+            proc.kill()
+            proc.wait()
