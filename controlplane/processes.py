@@ -126,9 +126,21 @@ def processes() -> dict[str, dict[str, Any]]:
 
 
 def recorded_api() -> str | None:
-    """The API URL of the server ``cairn up`` started under this ``$CAIRN_HOME`` (it may be down)."""
-    url = _read_state().get("server", {}).get("url")
-    return url if isinstance(url, str) and url else None
+    """The API URL of the server ``cairn up`` started under this ``$CAIRN_HOME``, while that
+    server runs (it may not answer yet, or any more)."""
+    server = _read_state().get("server", {})
+    url = server.get("url")
+    return url if isinstance(url, str) and url and _ours(server) else None
+
+
+def _ours(server: dict[str, Any]) -> bool:
+    """Whether the recorded server still runs (and not some process that got its pid since).
+    A record without a pid (a server found answering, or a state file from before pids and start
+    times were recorded) is judged by its URL alone."""
+    if "start" not in server:
+        return True
+    ref = ProcessRef.from_record(server)
+    return bool(ref and ref.alive())
 
 
 def warm_socket() -> Path:
@@ -160,7 +172,7 @@ def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "1
 
     state = _read_state()
     server = state.get("server", {})
-    if server.get("url") and healthy(server["url"]):
+    if server.get("url") and _ours(server) and healthy(server["url"]):
         if not auth.is_loopback(host) and auth.is_loopback(server.get("host", "127.0.0.1")):
             raise TemporaryError(f"a server listening on loopback only already runs at {server['url']}",
                                  hint="stop it with `cairn down`, then `cairn up --host ...` again")
