@@ -1,7 +1,10 @@
-"""The platform's processes on this machine: the Prefect server (embedded SQLite) and a worker.
+"""The platform's processes on this machine: the Prefect server (embedded SQLite), the warm start
+server and a worker, each recorded in ``$CAIRN_HOME/platform.json`` by pid and start time
+(``cairn.procs``), and the environment every one of them runs in (``prefect_env``).
 
-``cairn up`` / ``make demo`` / the tests all start them through here, so there is one way the
-platform runs. Everything lives under ``cairn_home()``: the Prefect home (database, results) is
+``lifecycle.up()``/``down()`` put these steps together: ``cairn up``, ``make demo``, the tests and
+the benches start the platform that way, so there is one way it runs. Everything lives under
+``cairn_home()``: the Prefect home (database, results) is
 shared by the server, the worker and the CLI, which is what lets a suspended release resume in a
 new process and find its persisted results.
 """
@@ -117,7 +120,7 @@ def processes() -> dict[str, dict[str, Any]]:
     url = server.get("url")
     worker, warm = ProcessRef.from_record(state.get("worker")), ProcessRef.from_record(state.get("warm"))
     return {
-        "server": {"url": url, "healthy": bool(url and healthy(url)), "host": server.get("host", "127.0.0.1"),
+        "server": {"url": url, "healthy": bool(url and _ours(server) and healthy(url)), "host": server.get("host", "127.0.0.1"),
                    "auth": bool(server.get("auth"))},
         "worker": {"pid": worker.pid if worker else None, "running": bool(worker and worker.alive())},
         "warm_start": {"pid": warm.pid if warm else None, "running": bool(warm and warm.alive()),
@@ -135,8 +138,8 @@ def recorded_api() -> str | None:
 
 def _ours(server: dict[str, Any]) -> bool:
     """Whether the recorded server still runs (and not some process that got its pid since).
-    A record without a pid (a server found answering, or a state file from before pids and start
-    times were recorded) is judged by its URL alone."""
+    A record without a start time (a state file from before they were recorded) is judged by its
+    URL alone."""
     if "start" not in server:
         return True
     ref = ProcessRef.from_record(server)
