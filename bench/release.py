@@ -25,29 +25,21 @@ from pathlib import Path
 
 
 def setup() -> str:
+    """A private platform (its own CAIRN_HOME, no UI), started as `cairn up` starts one."""
     home = tempfile.mkdtemp(prefix="cairn-bench-")
     os.environ["CAIRN_HOME"] = home
-    from cairn.controlplane import processes as platform
-
-    port = platform.free_port(4400)
-    os.environ.update(platform.prefect_env(f"http://127.0.0.1:{port}/api"))
     os.environ["PREFECT_UI_ENABLED"] = "false"
-    server = platform.ensure_server(port=port)
-    platform.ensure_deployments()
-    platform.ensure_worker(server.url)
-    from cairn.runtimes.local import start_agent
+    from cairn.controlplane import up
+    from cairn.controlplane.processes import free_port
 
-    start_agent()
+    up(port=free_port(4400))
     return home
 
 
 def teardown() -> None:
-    from cairn.controlplane import processes as platform
-    from cairn.runtimes.local import stop_agent
+    from cairn.controlplane import down
 
-    platform.stop_worker()
-    platform.stop_server()
-    stop_agent(purge=True)
+    down(purge=True)
 
 
 START_DELAY_S = 0.0

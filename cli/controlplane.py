@@ -18,10 +18,8 @@ agent_app = typer.Typer(help="The local node agent that owns local instances.", 
 
 
 def register(root: typer.Typer, env_app: typer.Typer) -> None:
-    from cairn.controlplane import auth
     from cairn.cli.webhook import webhook_app
 
-    auth.export_client_env()
     root.add_typer(agent_app, name="agent")
     root.add_typer(webhook_app, name="webhook")
     root.command("up")(up)
@@ -44,35 +42,27 @@ def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API a
        as_json: JsonFlag = False) -> None:
     """Start (or reuse) the Prefect server, the cairn work pool, deployments and worker, and the local agent."""
     with errors_as_exit(as_json):
-        import os
+        from cairn.controlplane import up as start
 
-        from cairn.controlplane import auth
-        from cairn.controlplane import processes as platform
-        from cairn.runtimes.local import start_agent
+        data = start(host=host, port=port, max_running=max_running).to_dict()
 
-        server = platform.ensure_server(port=port, host=host)
-        os.environ.update(platform.prefect_env(server.url))
-        deployments = platform.ensure_deployments(max_running)
-        worker = platform.ensure_worker(server.url)
-        agent = start_agent()
-        # The path, never the secret itself: output ends up in logs.
-        auth_from = (str(auth.auth_file()) if auth.auth_file().exists() else auth.CLIENT_SETTING) if auth.configured() else None
-    data = {"server": server.url, "ui": server.url.removesuffix("/api"), "worker_pid": worker, "deployments": deployments, "agent": agent,
-            "auth": auth_from}
-    emit(data, as_json, lambda d: console.print(f"Prefect UI: {d['ui']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}\n"
-                                                + (f"basic auth required; user:password in {d['auth']}\n" if d["auth"] else "")
-                                                + f"export PREFECT_API_URL={d['server']}"))
+    def render(d: dict[str, Any]) -> None:
+        console.print(f"Prefect UI: {d['ui']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}")
+        if d["auth"]:
+            console.print(f"basic auth required; user:password in {d['auth']}")  # the path, never the secret
+        # Every cairn command finds this platform from $CAIRN_HOME: nothing to export.
+        console.print(f"cairn commands use it from any shell ({d['home']}/platform.json); "
+                      f"for Prefect's own CLI: export PREFECT_API_URL={d['server']}", highlight=False, soft_wrap=True)
+
+    emit(data, as_json, render)
 
 
 def down(purge: Annotated[bool, typer.Option("--purge", help="Also stop every local instance.")] = False) -> None:
     """Stop the worker, the server and the agent (instances keep running unless --purge)."""
     with errors_as_exit():
-        from cairn.controlplane import processes as platform
-        from cairn.runtimes.local import stop_agent
+        from cairn.controlplane import down as stop
 
-        platform.stop_worker()
-        platform.stop_server()
-        stop_agent(purge=purge)
+        stop(purge=purge)
     console.print("platform stopped")
 
 

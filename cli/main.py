@@ -1,18 +1,42 @@
-"""The ``cairn`` command line. Prefect is imported lazily so ``cairn --help`` answers at once."""
+"""The ``cairn`` command line. Prefect is imported lazily so ``cairn --help`` answers at once.
+
+Before a command runs, the root callback points the process at the platform
+(``cairn.controlplane.connection``: ``--api``, the environment, or what ``cairn up`` recorded in
+``$CAIRN_HOME``), before anything imports Prefect; a command that needs the platform and finds
+none stops there with one line naming ``cairn up``. The few that need none (``NO_PLATFORM``) run
+without it, kept away from the user's own Prefect home all the same.
+"""
 
 from __future__ import annotations
 
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from cairn.cli.output import console, emit, errors_as_exit
 
-app = typer.Typer(help="cairn: batch releases of containerized apps, as Prefect flows.", no_args_is_help=True, add_completion=False)
+# Commands (or groups of them) that work with no platform up: they start it, stop it, report on
+# it, or keep to files under $CAIRN_HOME (the agent; the package store).
+NO_PLATFORM = frozenset({"up", "down", "status", "agent", "package"})
+_REST = "cairn.rest"
+
+
+class _Root(TyperGroup):
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # Called before the root callback with what follows the root's own options: the
+        # callback needs the whole command line to know whether the command needs the platform.
+        ctx.meta.setdefault(_REST, list(args))
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=_Root, help="cairn: batch releases of containerized apps, as Prefect flows.", no_args_is_help=True,
+                  add_completion=False)
 secret_app = typer.Typer(help="Secrets kept in Prefect Secret blocks.", no_args_is_help=True)
 apps_app = typer.Typer(help="Registered applications.", no_args_is_help=True)
 env_app = typer.Typer(help="Environments of an application.", no_args_is_help=True)
@@ -21,6 +45,49 @@ app.add_typer(apps_app, name="app")
 app.add_typer(env_app, name="env")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
+
+
+@app.callback()
+def root(ctx: typer.Context, api: Annotated[str | None, typer.Option(
+        "--api", metavar="URL", help="The platform's Prefect API. Default: $CAIRN_API_URL, $PREFECT_API_URL, "
+        "else the server `cairn up` started ($CAIRN_HOME/platform.json).")] = None) -> None:
+    """cairn: batch releases of containerized apps, as Prefect flows."""
+    from cairn.controlplane import connection
+
+    rest: list[str] = ctx.meta.get(_REST, [])
+    if not _needs_platform(ctx, rest):
+        connection.isolate()
+        return
+    with errors_as_exit("--json" in _own_args(rest)):
+        connection.connect(api)
+
+
+def _own_args(args: list[str]) -> list[str]:
+    """The command's arguments before a ``--`` (after it they belong to a program, as in exec)."""
+    return args[: args.index("--")] if "--" in args else args
+
+
+def _needs_platform(ctx: typer.Context, rest: list[str]) -> bool:
+    """Whether the command ``rest`` names runs against the platform. Asking for help never does,
+    nor does a command line click will refuse (it says why, and that comes first)."""
+    command: Any = ctx.command
+    args, path = list(rest), []
+    while isinstance(command, TyperGroup):
+        if not args or args[0].startswith("-"):
+            return False  # a group's own help (no_args_is_help), or its options
+        sub = command.get_command(ctx, args[0])
+        if sub is None:
+            return False
+        path.append(args[0])
+        command, args = sub, args[1:]
+    if not path or path[0] in NO_PLATFORM or "--help" in _own_args(args):
+        return False
+    try:
+        with command.make_context(path[-1], list(args), parent=ctx):
+            pass
+    except TyperException:  # a usage error (Typer's click): click reports it when the command runs
+        return False
+    return True
 
 
 @secret_app.command("set")

@@ -43,8 +43,10 @@ def errors_as_exit(as_json: bool = False) -> Iterator[None]:
 
 
 def _quiet_prefect_shutdown() -> None:
-    """Prefect's event worker warns "Still processing items" while it flushes at exit; that is
-    noise on a terminal, not news, so only its errors are shown."""
+    """Prefect's event and log workers warn "Still processing items" while they flush at exit;
+    that is noise on a terminal, not news, so only their errors are shown. Their loggers are named
+    after the service class (``prefect._internal.concurrency.services``), not under ``prefect``."""
     import logging
 
-    logging.getLogger("prefect._internal.concurrency").setLevel(logging.ERROR)
+    for name in ("prefect._internal.concurrency", "EventsWorker", "APILogWorker"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -78,12 +78,3 @@ def client_env() -> dict[str, str]:
     value = configured()
     return {CLIENT_SETTING: value} if value else {}
 
-
-def export_client_env() -> None:
-    """Put the stored auth string where Prefect's client reads it. Prefect reads its settings
-    once, when first imported; the CLI imports it lazily, so calling this first is enough."""
-    if not os.environ.get(CLIENT_SETTING):
-        try:
-            os.environ.update(client_env())
-        except ConfigError:
-            pass  # a broken auth file is reported by `cairn up`, not by every command

@@ -1,7 +1,10 @@
-"""The platform's processes on this machine: the Prefect server (embedded SQLite) and a worker.
+"""The platform's processes on this machine: the Prefect server (embedded SQLite), the warm start
+server and a worker, each recorded in ``$CAIRN_HOME/platform.json`` by pid and start time
+(``cairn.procs``), and the environment every one of them runs in (``prefect_env``).
 
-``cairn up`` / ``make demo`` / the tests all start them through here, so there is one way the
-platform runs. Everything lives under ``cairn_home()``: the Prefect home (database, results) is
+``lifecycle.up()``/``down()`` put these steps together: ``cairn up``, ``make demo``, the tests and
+the benches start the platform that way, so there is one way it runs. Everything lives under
+``cairn_home()``: the Prefect home (database, results) is
 shared by the server, the worker and the CLI, which is what lets a suspended release resume in a
 new process and find its persisted results.
 """
@@ -12,18 +15,19 @@ import contextlib
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from cairn.errors import TemporaryError
 from cairn.paths import cairn_home
+from cairn.procs import ProcessRef, listens, stop_group
 
 DEFAULT_PORT = 4200
 WORK_POOL = "cairn"
@@ -32,20 +36,41 @@ WORK_POOL = "cairn"
 @dataclass(frozen=True)
 class ServerInfo:
     url: str
-    pid: int | None
+    process: ProcessRef | None  # None: a server that answers at the recorded URL, started by no one we know
     home: Path
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
 
 
 def prefect_home() -> Path:
     return cairn_home() / "prefect"
 
 
+def isolation_env() -> dict[str, str]:
+    """What keeps a process that imports Prefect to cairn's own platform, whatever else it sets:
+    cairn's Prefect home (never the user's ``~/.prefect``), no ephemeral server started behind
+    the caller's back when no API is set (Prefect's default profile allows one), and no
+    telemetry or analytics calls: they need the internet and print errors without it.
+    The names are Prefect 3.9's (``prefect.settings.models``): the server's startup analytics,
+    the flow runs' resource metrics, and the SDK's analytics, which honour ``DO_NOT_TRACK``."""
+    return {
+        "PREFECT_HOME": str(prefect_home()),
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+
+
 def prefect_env(api_url: str | None = None) -> dict[str, str]:
-    """Environment for every process of the platform: one Prefect home, one API, fast polling."""
+    """Environment for every process of the platform (server, worker, warm start server, and so
+    the flow runs; the CLI and the webhook too): one Prefect home, one API, fast polling, no
+    telemetry. The one place these settings are written."""
     env = dict(os.environ)
+    env.update(isolation_env())
     env.update(
-        PREFECT_HOME=str(prefect_home()),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_API_BLOCKS_REGISTER_ON_START="false",
         PREFECT_UI_ENABLED=env.get("PREFECT_UI_ENABLED", "true"),
         PREFECT_RESULTS_PERSIST_BY_DEFAULT="true",
@@ -72,35 +97,53 @@ def prefect_env(api_url: str | None = None) -> dict[str, str]:
     return env
 
 
-def _state_file() -> Path:
+def state_file() -> Path:
     return cairn_home() / "platform.json"
 
 
-def _read_state() -> dict:
+def _read_state() -> dict[str, Any]:
     try:
-        return json.loads(_state_file().read_text())
+        return json.loads(state_file().read_text())
     except (FileNotFoundError, ValueError):
         return {}
 
 
-def _write_state(state: dict) -> None:
-    _state_file().parent.mkdir(parents=True, exist_ok=True)
-    _state_file().write_text(json.dumps(state, indent=2))
+def _write_state(state: dict[str, Any]) -> None:
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    state_file().write_text(json.dumps(state, indent=2))
 
 
-def processes() -> dict[str, dict]:
+def processes() -> dict[str, dict[str, Any]]:
     """What `cairn up` started and whether it still runs: the one reading of the platform's state."""
     state = _read_state()
     server = state.get("server", {})
     url = server.get("url")
-    worker_pid = state.get("worker", {}).get("pid")
-    warm_pid = state.get("warm", {}).get("pid")
+    worker, warm = ProcessRef.from_record(state.get("worker")), ProcessRef.from_record(state.get("warm"))
     return {
-        "server": {"url": url, "healthy": bool(url and healthy(url)), "host": server.get("host", "127.0.0.1"),
+        "server": {"url": url, "healthy": bool(url and _ours(server) and healthy(url)), "host": server.get("host", "127.0.0.1"),
                    "auth": bool(server.get("auth"))},
-        "worker": {"pid": worker_pid, "running": _alive(worker_pid)},
-        "warm_start": {"pid": warm_pid, "running": _alive(warm_pid), "socket": str(warm_socket())},
+        "worker": {"pid": worker.pid if worker else None, "running": bool(worker and worker.alive())},
+        "warm_start": {"pid": warm.pid if warm else None, "running": bool(warm and warm.alive()),
+                       "socket": str(warm_socket())},
     }
+
+
+def recorded_api() -> str | None:
+    """The API URL of the server ``cairn up`` started under this ``$CAIRN_HOME``, while that
+    server runs (it may not answer yet, or any more)."""
+    server = _read_state().get("server", {})
+    url = server.get("url")
+    return url if isinstance(url, str) and url and _ours(server) else None
+
+
+def _ours(server: dict[str, Any]) -> bool:
+    """Whether the recorded server still runs (and not some process that got its pid since).
+    A record without a start time (a state file from before they were recorded) is judged by its
+    URL alone."""
+    if "start" not in server:
+        return True
+    ref = ProcessRef.from_record(server)
+    return bool(ref and ref.alive())
 
 
 def warm_socket() -> Path:
@@ -124,16 +167,6 @@ def free_port(preferred: int = DEFAULT_PORT) -> int:
             return sock.getsockname()[1]
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
 def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "127.0.0.1") -> ServerInfo:
     """Reuse the server ``cairn up`` started, else start one (SQLite under the Prefect home).
 
@@ -142,11 +175,11 @@ def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "1
 
     state = _read_state()
     server = state.get("server", {})
-    if server.get("url") and healthy(server["url"]):
+    if server.get("url") and _ours(server) and healthy(server["url"]):
         if not auth.is_loopback(host) and auth.is_loopback(server.get("host", "127.0.0.1")):
             raise TemporaryError(f"a server listening on loopback only already runs at {server['url']}",
                                  hint="stop it with `cairn down`, then `cairn up --host ...` again")
-        return ServerInfo(server["url"], server.get("pid"), prefect_home())
+        return ServerInfo(server["url"], ProcessRef.from_record(server), prefect_home())
     auth.ensure(host)
     port = port or free_port()
     # Local clients reach a wildcard listener through loopback; a specific address as it is.
@@ -162,43 +195,32 @@ def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "1
         [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    ref = ProcessRef.of(proc.pid)
     deadline = time.monotonic() + timeout_s
-    while not healthy(url):
+    # Healthy *and* ours: another server holding the port (a user's own Prefect, another cairn
+    # home's) answers /health as well, and would be taken for this one while ours fails to bind.
+    while not (ref and listens(ref, port) and healthy(url)):
         if proc.poll() is not None:
-            raise TemporaryError(f"the Prefect server exited with {proc.returncode}", hint=f"see {cairn_home() / 'server.log'}")
+            raise TemporaryError(f"the Prefect server exited with {proc.returncode}"
+                                 + (f" (port {port} is taken by another server)" if healthy(url) else ""),
+                                 hint=f"see {cairn_home() / 'server.log'}; `cairn up --port P` takes another port")
         if time.monotonic() > deadline:
             raise TemporaryError(f"the Prefect server did not answer within {timeout_s:.0f}s", hint=f"see {cairn_home() / 'server.log'}")
         time.sleep(0.2)
-    state["server"] = {"url": url, "pid": proc.pid, "host": host, "auth": bool(auth.configured())}
+    state["server"] = {"url": url, **(ref.record() if ref else {}), "host": host, "auth": bool(auth.configured())}
     _write_state(state)
-    return ServerInfo(url, proc.pid, prefect_home())
+    return ServerInfo(url, ref, prefect_home())
 
 
-def stop_process_group(pid: int | None, timeout_s: float = 15) -> None:
-    """SIGTERM the group, then SIGKILL: an idle worker may ignore the first SIGTERM for tens of seconds."""
-    if not _alive(pid):
-        return
-    assert pid is not None
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                finished, _ = os.waitpid(pid, os.WNOHANG)
-                if finished:
-                    return
-            except ChildProcessError:
-                if not _alive(pid):
-                    return
-            time.sleep(0.1)
+def stop_process_group(process: ProcessRef | int | None, timeout_s: float = 15) -> None:
+    """SIGTERM the group, then SIGKILL: an idle worker may ignore the first SIGTERM for tens of
+    seconds. A bare pid names the process running as it now (a caller that just read it)."""
+    stop_group(ProcessRef.of(process) if isinstance(process, int) else process, timeout_s)
 
 
 def stop_server() -> None:
     state = _read_state()
-    stop_process_group(state.get("server", {}).get("pid"))
+    stop_process_group(ProcessRef.from_record(state.get("server")))
     state.pop("server", None)
     _write_state(state)
 
@@ -206,7 +228,7 @@ def stop_server() -> None:
 def stop_worker() -> None:
     state = _read_state()
     for name in ("worker", "warm"):
-        stop_process_group(state.get(name, {}).get("pid"))
+        stop_process_group(ProcessRef.from_record(state.get(name)))
         state.pop(name, None)
     _write_state(state)
 
@@ -273,7 +295,7 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
     return ids
 
 
-def ensure_worker(api_url: str) -> int:
+def ensure_worker(api_url: str) -> ProcessRef:
     """A process worker for cairn's pool; flows run in processes it starts, which outlive `cairn` itself."""
     ensure_warm_start(api_url)
     # The worker's own limit counts processes, hot-paused runs included (they wait for an approval
@@ -283,21 +305,24 @@ def ensure_worker(api_url: str) -> int:
     return _ensure_process("worker", argv, api_url)
 
 
-def ensure_warm_start(api_url: str) -> int:
+def ensure_warm_start(api_url: str) -> ProcessRef:
     """The warm start server (warmstart.py): flow runs fork from it instead of importing Prefect anew."""
     return _ensure_process("warm", ["-m", "cairn.controlplane.warmstart", "serve", str(warm_socket())], api_url)
 
 
-def _ensure_process(name: str, argv: list[str], api_url: str) -> int:
+def _ensure_process(name: str, argv: list[str], api_url: str) -> ProcessRef:
     """Start ``python argv`` as the platform's process ``name`` unless it runs; its own session, so
     it outlives the command that started it; logged to ``<name>.log`` in cairn's home."""
     state = _read_state()
-    pid = state.get(name, {}).get("pid")
-    if _alive(pid):
-        return pid  # type: ignore[no-any-return]
+    running = ProcessRef.from_record(state.get(name))
+    if running and running.alive():
+        return running
     log = (cairn_home() / f"{name}.log").open("ab")
     proc = subprocess.Popen([sys.executable, *argv], env=prefect_env(api_url), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    state[name] = {"pid": proc.pid}
+    ref = ProcessRef.of(proc.pid)
+    if ref is None:
+        raise TemporaryError(f"the platform's {name} exited at once with {proc.wait()}", hint=f"see {cairn_home() / f'{name}.log'}")
+    state[name] = ref.record()
     _write_state(state)
-    return proc.pid
+    return ref

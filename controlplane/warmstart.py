@@ -84,6 +84,7 @@ def client(socket_path: str) -> None:
     if pid < 0:  # the server could not fork: start cold rather than fail the run
         _cold_start()
         return
+    started = _start_time(pid)  # at once: a child that ends this soon is reported by the server, not waited on below
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -100,20 +101,22 @@ def client(socket_path: str) -> None:
         # is the API's to tell: wait for it to end, then step aside.
         import time
 
-        while _alive(pid):
+        while started is not None and _start_time(pid) == started:  # never a reused pid
             time.sleep(0.5)
         sys.exit(0)
     _exit_like(status)
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (``/proc/PID/stat`` field 22), None once it has exited.
+    What ``cairn.procs`` reads through psutil, read by hand: this client runs with ``-S``, without
+    site-packages, so that a run's first step costs no imports."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
 
 
 def command(socket_path: str) -> str:

@@ -48,8 +48,9 @@ def main() -> int:
 
     was_up = platform.processes()["server"]["healthy"]
     console.rule("cairn demo: a real release on the local runtime")
+    # `cairn up` is cairn.controlplane.up(); every later command finds the platform it started
+    # from $CAIRN_HOME, as in a user's new shell: nothing is exported.
     up = json.loads(cairn("up", "--json", capture=True))
-    os.environ.update(platform.prefect_env(up["server"]))
     console.print(f"Prefect UI: [link]{up['ui']}[/]")
     try:
         cairn("secret", "set", "shop-db-password", input="demo-password\n")

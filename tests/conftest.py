@@ -35,25 +35,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     home = getattr(config, "_cairn_home", None)
     if home is None:
         return
-    from cairn.controlplane.processes import stop_server, stop_worker
-    from cairn.runtimes.local import stop_agent
+    from cairn.controlplane import down
 
-    stop_worker()
-    stop_server()
-    stop_agent(purge=True)
+    down(purge=True)
     if not os.environ.get("CAIRN_KEEP_TEST_HOME"):
         shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
-    """A real Prefect server (SQLite, all services) on the port chosen at configure time."""
-    from cairn.controlplane.processes import ensure_server
+    """A real Prefect server (SQLite, all services) on the port chosen at configure time: the
+    platform's own start-up (``cairn.controlplane.up``), its first step only."""
+    from cairn.controlplane import up
 
     url = os.environ["PREFECT_API_URL"]
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    info = ensure_server(port=port)
-    assert info.url == url
+    assert up(port=_port(url), server_only=True).api_url == url
     yield url
 
 
@@ -76,12 +72,14 @@ def cli(prefect_server: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def platform(prefect_server: str) -> str:
-    """The whole platform as `cairn up` runs it: deployments, a process worker and the local agent."""
-    from cairn.controlplane.processes import ensure_deployments, ensure_worker
-    from cairn.runtimes.local import start_agent
+    """The whole platform as `cairn up` runs it (``cairn.controlplane.up``): the session's server,
+    with deployments, the warm start server, a process worker and the local agent."""
+    from cairn.controlplane import up
 
-    ensure_deployments()
-    ensure_worker(prefect_server)
-    status = start_agent()
-    assert status["running"], status
+    running = up(port=_port(prefect_server))
+    assert running.api_url == prefect_server and running.worker and running.agent and running.agent["running"], running
     return prefect_server
+
+
+def _port(api_url: str) -> int:
+    return int(api_url.rsplit(":", 1)[1].split("/")[0])

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 
 from cairn.errors import PermanentError
+from cairn.procs import ProcessRef
 from cairn.runtimes.local import cgroups
 from cairn.runtimes.local.node import Node
-from cairn.runtimes.local.state import alive, default_state_dir, process_start_time
+from cairn.runtimes.local.state import default_state_dir
 
 START_TIMEOUT_S = 20.0
 
@@ -37,12 +38,22 @@ def _ask(state: Path, method: str, path: str, timeout: float | None = 5) -> dict
         return None
 
 
-def _pid(state: Path) -> int | None:
+def _agent(state: Path) -> ProcessRef | None:
+    """The agent process ``agent.pid`` names (``pid start``), if it still runs: a pid the agent
+    left behind when it was killed may belong to another process by now, which is never stopped.
+    A file with a pid alone (an agent from before start times were recorded) is believed only if
+    the agent answering on the socket reports that pid."""
     try:
-        pid = int((state / "agent.pid").read_text())
-    except (FileNotFoundError, ValueError):
+        fields = (state / "agent.pid").read_text().split()
+        pid = int(fields[0])
+        start = int(fields[1]) if len(fields) > 1 else None
+    except (FileNotFoundError, ValueError, IndexError):
         return None
-    return pid if process_start_time(pid) is not None else None
+    if start is None:
+        answer = _ask(state, "GET", "/status")
+        return ProcessRef.of(pid) if answer and answer.get("pid") == pid else None
+    ref = ProcessRef(pid, start)
+    return ref if ref.alive() else None
 
 
 def agent_status(state_dir: Path | str | None = None) -> dict[str, Any]:
@@ -90,14 +101,13 @@ def stop_agent(state_dir: Path | str | None = None, *, purge: bool = False) -> d
     if purge:
         answer = _ask(state, "POST", "/purge", timeout=None)
         purged = answer["purged"] if answer else Node(state).purge()
-    pid = _pid(state)
-    if pid is None:
+    agent = _agent(state)
+    if agent is None:
         return {"stopped": False, "purged": purged}
-    start = process_start_time(pid)
-    os.kill(pid, signal.SIGTERM)
+    os.kill(agent.pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while alive(pid, start) and time.monotonic() < deadline:
+    while agent.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    if alive(pid, start):
-        os.kill(pid, signal.SIGKILL)
+    if agent.alive():
+        os.kill(agent.pid, signal.SIGKILL)
     return {"stopped": True, "purged": purged}

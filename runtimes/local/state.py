@@ -27,8 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn import procs
 from cairn.paths import cairn_home
 from cairn.runtime import EnvRef
+
+# Liveness is one rule for every layer (cairn.procs: pid + start time); the shims' status.json
+# records ``shim_start``/``app_start`` in its unit.
+process_start_time = procs.start_time
+alive = procs.alive
 
 
 def default_state_dir(state_dir: Path | str | None = None) -> Path:
@@ -50,25 +56,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return data
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
-
-    A pid alone can be reused after the process exits; pid plus start time cannot.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat.rpartition(")")[2].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int | None, start_time: int | None) -> bool:
-    return pid is not None and start_time is not None and process_start_time(pid) == start_time
 
 
 @dataclass(frozen=True)
