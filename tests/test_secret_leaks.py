@@ -140,7 +140,10 @@ def test_nothing_an_order_leaves_behind_holds_the_secret(platform: str) -> None:
     instance = t.runtime.observe(t.env)[0]
     assert any("connecting with password ***" in line for line in t.runtime.logs(t.env, instance.name)), "the app printed its secret"
 
-    leaks = [where for where, text in api_texts([printed["id"], checked["id"], hooked["id"]]).items() if value in text]
+    texts = api_texts([printed["id"], checked["id"], hooked["id"]])
+    assert "db refused password ***" in texts["logs"] + texts[f"states of {checked['id']}"], "the searches see the failures"
+    assert texts["events"] and texts["artifacts"], "the search must look at events and artifacts"
+    leaks = [where for where, text in texts.items() if value in text]
     home = Path(os.environ["CAIRN_HOME"])
     db = home / "prefect" / "prefect.db"
     assert db.exists() and (home / "agent").is_dir(), f"the platform's files are not where they should be under {home}"
