@@ -13,9 +13,10 @@ Why the server answers 503: SQLite. Prefect's write endpoints (``create_flow_run
 connection wrote in between (the worker's poll every 0.5 s, a running flow's log batches, the
 event persister), SQLite refuses the write at once with SQLITE_BUSY_SNAPSHOT ("database is
 locked"): the busy timeout (60 s) does not apply to that conflict. The server rolls back and
-answers 503, and Prefect's Python clients retry it; the UI does not. With the server's
-``PREFECT_API_LOG_RETRYABLE_ERRORS`` on (the ``ui`` fixture sets it), server.log names each one.
-That is the one retry kept here: once, for a 503, which created nothing.
+answers 503, and Prefect's Python clients retry it; the UI does not. A server started with
+``PREFECT_API_LOG_RETRYABLE_ERRORS=true`` names each one in server.log ("database is locked" in
+``resume_flow_run`` -> ``INSERT INTO flow_run_state``). That is the one retry kept here: once, for
+a 503, which created nothing.
 """
 
 from __future__ import annotations
