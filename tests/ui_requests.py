@@ -68,9 +68,33 @@ def served(page: Any, path_end: str, act: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def load(page: Any, url: str, ready: Any) -> None:
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+
+
+def load(page: Any, url: str, ready: Any, each_s: float = 45) -> None:
     """Open ``url`` and wait until the locator ``ready`` shows and the page's requests are done
-    (a form filled while its deployment is still loading can be rendered again, empty)."""
-    page.goto(url)
-    ready.wait_for()
-    page.wait_for_load_state("networkidle")
+    (a form filled while its deployment is still loading can be rendered again, empty).
+
+    One reload, for one named cause outside cairn and Prefect: Chromium aborts every request in
+    flight with net::ERR_NETWORK_CHANGED when a network interface comes or goes, which the local
+    runtime's instances (a veth pair each) and the Kubernetes test clusters do all the time; a
+    page whose start-up requests were aborted can stay blank. Any other page that does not show
+    what it should fails the test."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    aborted: list[str] = []
+    listen = lambda r: aborted.append(r.url) if NETWORK_CHANGED in (r.failure or "") else None  # noqa: E731
+    page.on("requestfailed", listen)
+    try:
+        page.goto(url)
+        try:
+            ready.wait_for(timeout=each_s * 1000)
+        except PlaywrightTimeout:
+            if not aborted:
+                raise
+            print(f"{url}: Chromium aborted {len(aborted)} requests ({NETWORK_CHANGED}): loading it once more")
+            page.goto(url)
+            ready.wait_for()
+        page.wait_for_load_state("networkidle")
+    finally:
+        page.remove_listener("requestfailed", listen)
