@@ -1,46 +1,62 @@
-"""Reading orders for people (`cairn release list/show`) against a real Prefect server: a page of
+"""Reading orders for people (`cairn release list/show`) against a real platform: a page of
 orders costs the same few queries however long it is, statuses and pause modes come out right, a
-prefix finds an order older than the newest page, and the CLI's reads never import Prefect."""
+prefix finds an order older than the newest page, and the CLI's reads never import Prefect. The orders
+are made by the real `release` flow, as users make them."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import uuid
+import threading
 from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.prefect
+from cairn.plan import PauseMode
+from cairn.status import Status
+from tests.test_webhook import register_app
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 
-def _orders(count: int, app: str, *, rollback_first: bool = False, switch_first: bool = False) -> list[str]:
-    """``count`` finished orders made straight as flow runs with cairn's tags (no worker needed)."""
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import VariableCreate
-    from prefect.states import Completed
+def _ship(app: str, version: str, mode: PauseMode = PauseMode.NONE, batches: int = 1) -> str:
+    """One real release order (the `release` flow through the worker, on the local runtime), to its end."""
+    from cairn.orders import actions
 
-    from cairn.orders.history import variable_name
+    order = actions.create_order(app, "production", version, batches, mode)["id"]
+    done = actions.wait_for(order, {Status.COMPLETED, Status.FAILED, Status.PAUSED}, timeout_s=300)
+    assert done["status"] in ("completed", "paused"), done["message"]
+    return order
 
-    @flow(name="release")
-    def release() -> None: ...
 
-    ids = []
-    with get_client(sync_client=True) as client:
-        for k in range(count):
-            run = client.create_flow_run(release, tags=["cairn", "kind:release", f"app:{app}", "env:production"],
-                                         parameters={"app": app, "environment": "production", "version": f"v{k}", "pause_mode": "none"},
-                                         state=Completed())
-            ids.append(str(run.id))
-        if rollback_first:
-            client.create_flow_run(release, tags=["cairn", "kind:rollback", f"app:{app}", "env:production", f"rollback-of:{ids[0]}"],
-                                   state=Completed())
-        if switch_first:
-            value = {"pause_mode": "every_batch", "history": [{"pause_mode": "every_batch", "by": "t", "at": 0, "why": "switched"}]}
-            client.create_variable(VariableCreate(name=variable_name(ids[0]), value=value))
-    return ids
+@pytest.fixture(scope="module")
+def orders(platform: str) -> dict[str, Any]:
+    """Real orders, as users make them: a small app with 2 finished orders; a larger history of 5
+    where the second was switched to every_batch while paused, approved, then rolled back. Short
+    releases (2 instances, one batch, no pause) on the local runtime; the two apps ship side by side."""
+    from cairn.orders import actions
+
+    small, large = register_app("hs"), register_app("hl")
+    made: dict[str, Any] = {"small": small, "large": large}
+
+    def ship_small() -> None:
+        made["small_ids"] = [_ship(small, f"v{k}") for k in range(2)]
+
+    beside = threading.Thread(target=ship_small)
+    beside.start()
+    try:
+        first = _ship(large, "v1")
+        switched = _ship(large, "v2", PauseMode.FIRST_BATCH, batches=2)
+        actions.switch_pause_mode(switched, PauseMode.EVERY_BATCH)
+        actions.resume(switched, comment="approved")  # the mode stays every_batch; the last batch never pauses
+        assert actions.wait_for(switched, {Status.COMPLETED, Status.FAILED}, timeout_s=300)["status"] == "completed"
+        assert actions.rollback(order=switched)["state"] == "Completed"
+        made["large_ids"] = [first, switched, *(_ship(large, f"v{k}") for k in (3, 4, 5))]
+    finally:
+        beside.join()
+    assert len(made.get("small_ids", [])) == 2, "the small app's orders did not all ship"
+    return made
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -57,40 +73,36 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_a_page_of_orders_costs_the_same_queries_whatever_its_length(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_page_of_orders_costs_the_same_queries_whatever_its_length(orders: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from cairn.orders import actions
 
     calls = _counting(monkeypatch)
-    small, large = f"hs-{uuid.uuid4().hex[:6]}", f"hl-{uuid.uuid4().hex[:6]}"
-    _orders(2, small)
-    ids = _orders(12, large, rollback_first=True, switch_first=True)
-
-    calls.clear()
-    assert len(actions.list_orders(small)) == 2
+    ids = orders["large_ids"]
+    assert len(actions.list_orders(orders["small"])) == 2
     per_small = len(calls)
     calls.clear()
-    rows = {r["id"]: r for r in actions.list_orders(large)}
-    assert len(rows) == 12 and len(calls) == per_small == 3, calls  # runs, their rollbacks, their Variables
-    assert rows[ids[0]]["status"] == "rolled_back" and rows[ids[0]]["pause_mode"] == "every_batch"
-    assert rows[ids[0]]["pause_mode_history"][0]["by"] == "t"
-    assert {rows[i]["status"] for i in ids[1:]} == {"completed"} and {rows[i]["pause_mode"] for i in ids[1:]} == {"none"}
+    rows = {r["id"]: r for r in actions.list_orders(orders["large"])}
+    assert len(rows) == 5 and len(calls) == per_small == 3, calls  # runs, their rollbacks, their Variables
+    switched = rows[ids[1]]
+    assert switched["status"] == "rolled_back" and switched["pause_mode"] == "every_batch"
+    assert switched["pause_mode_history"][0]["by"] == actions.who() and switched["pause_mode_history"][0]["why"] == "switched"
+    others = [rows[i] for i in ids if i != ids[1]]
+    assert {r["status"] for r in others} == {"completed"} and {r["pause_mode"] for r in others} == {"none"}
 
 
-def test_a_prefix_finds_an_order_older_than_the_newest_page(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_prefix_finds_an_order_older_than_the_newest_page(orders: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from cairn.orders import history
 
-    monkeypatch.setattr(history, "PAGE", 5)  # the same paging as 200 a page, on a short history
-    app = f"hp-{uuid.uuid4().hex[:6]}"
-    oldest = _orders(12, app)[0]
+    monkeypatch.setattr(history, "PAGE", 2)  # the same paging as 200 a page, on a short history
+    oldest = orders["large_ids"][0]  # four newer orders of its own app alone: pages behind the newest
     assert str(history.read(oldest[:8]).id) == oldest
     with pytest.raises(Exception, match="no release order"):
         history.read("ffffffff-nope")
 
 
-def test_release_show_and_list_do_not_import_prefect(prefect_server: str) -> None:
+def test_release_show_and_list_do_not_import_prefect(orders: dict[str, Any]) -> None:
     """Importing Prefect costs more CPU than the whole answer may take (issue 11: < 500 ms)."""
-    app = f"hi-{uuid.uuid4().hex[:6]}"
-    order = _orders(1, app)[0]
+    app, order = orders["small"], orders["small_ids"][0]
     probe = ("import sys, runpy; sys.argv = ['cairn', *sys.argv[1:]]\n"
              "try:\n    runpy.run_module('cairn.cli.main', run_name='__main__')\n"
              "except SystemExit: pass\n"

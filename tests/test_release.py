@@ -255,15 +255,24 @@ def test_suspended_order_resumes_after_server_worker_and_agent_restart(platform:
 
 
 
+def recorded_states(order: str) -> list[tuple[str, str, Any]]:
+    """Every state the order's flow run went through, oldest first, as Prefect recorded them:
+    (type, name, timestamp). A history, so no transition can fall between two samples."""
+    import uuid as _uuid
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(_uuid.UUID(order))
+    return [(s.type.value, s.name or "", s.timestamp) for s in sorted(states, key=lambda s: s.timestamp)]
+
+
 def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_limit(platform: str, tmp_path: Path) -> None:
     """The work pool's concurrency limit (`cairn up --max-running`): an order beyond it waits,
     pending, while another runs, then runs; a limit changed in Prefect (UI or CLI) is kept."""
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
 
-    from cairn.orders import actions
     from cairn.controlplane import processes as plat
 
     with get_client(sync_client=True) as client:
@@ -275,16 +284,20 @@ def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_li
         slow = create(first, "v1", 6, PauseMode.NONE)  # six batches: seconds of deploying
         wait(slow, Status.DEPLOYING, Status.COMPLETED, Status.FAILED)
         queued = create(second, "v1", 1, PauseMode.NONE)
-        seen: list[tuple[str, str]] = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            now = (actions.show(slow)["status"], actions.show(queued)["status"])
-            seen.append(now)
-            if all(s in ("completed", "failed") for s in now):
-                break
-            time.sleep(0.2)  # sampling what happens along the way, not waiting on one condition
-        assert seen[-1] == ("completed", "completed"), seen
-        assert ("deploying", "pending") in seen and ("deploying", "deploying") not in seen, seen
+        ended = wait(slow, Status.COMPLETED, Status.FAILED)
+        assert ended["status"] == "completed", ended["message"]
+        assert wait(queued, Status.COMPLETED, Status.FAILED)["status"] == "completed"
+
+        ran = recorded_states(slow)
+        waited = recorded_states(queued)
+        slow_running = next(t for kind, _, t in ran if kind == "RUNNING")
+        slow_done = ran[-1]
+        assert slow_done[0] == "COMPLETED", ran
+        queued_began = next(t for kind, _, t in waited if kind in ("PENDING", "RUNNING"))
+        queued_at = waited[0]
+        assert queued_at[0] == "SCHEDULED" and slow_running < queued_at[2] < slow_done[2], (
+            f"the second order was created while the first ran: {waited} / {ran}")
+        assert queued_began >= slow_done[2], f"the second order started before the first ended (one slot): {waited} / {ran}"
 
         with get_client(sync_client=True) as client:
             client.update_work_pool(plat.WORK_POOL, WorkPoolUpdate(concurrency_limit=3))  # as in the UI

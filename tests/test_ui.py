@@ -53,6 +53,8 @@ def ui(platform: str) -> str:
     if not _ui_serves(base):
         stop_server()
         os.environ["PREFECT_UI_ENABLED"] = "true"
+        # server.log then names each 503 (SQLite's write conflicts, tests/ui_requests.py).
+        os.environ["PREFECT_API_LOG_RETRYABLE_ERRORS"] = "true"
         ensure_server(port=int(platform.rsplit(":", 1)[1].split("/")[0]))
     settings = httpx.get(f"{base}/ui-settings", timeout=10).json()
     assert settings["api_url"] == platform, settings
@@ -127,6 +129,12 @@ def fill_run_form(page: Any, base: str, deployment: str, app: str, version: str,
     page.get_by_role("option", name="production").click()
     page.get_by_label("Version").fill(version)
     page.get_by_label("Batches (Optional)").fill(str(batches))
+    # Submit validates what the form holds: make sure it holds what was filled.
+    from playwright.sync_api import expect
+
+    expect(page.get_by_label("App")).to_have_value(app)
+    expect(page.get_by_label("Version")).to_have_value(version)
+    expect(page.get_by_label("Batches (Optional)")).to_have_value(str(batches))
 
 
 def refused_run_form(page: Any, reason: str) -> None:
@@ -162,6 +170,7 @@ def approve(page: Any, comment: str) -> None:
 
 
 def see(page: Any, text: str, reload: bool = False) -> None:
+    """``text`` on the page; ``reload`` opens the page anew, for what it shows only when loaded."""
     if reload:
         load(page, page.url, page.get_by_text(text).first)
     page.get_by_text(text).first.wait_for()
@@ -176,11 +185,11 @@ def retry_from_dashboard(page: Any, base: str, run_id: Any) -> None:
 
 
 def test_release_from_the_run_form_approved_from_the_pause_form(ui: str, page: Browser) -> None:
-    from cairn.orders.actions import _deployment_id
+    from cairn.orders.records import deployment_id
     from cairn.flows.approval import given
 
     app = register_app("ui")
-    deployment = str(_deployment_id("release"))
+    deployment = str(deployment_id("release"))
 
     # The form refuses what its schema can tell (the server enforces the parameter schema) ...
     page.do(fill_run_form, ui, deployment, app, "bad version!", 2)

@@ -1,105 +1,100 @@
-"""What the Prefect UI sends when a test clicks, and what the server answers: so a test can tell a
-click that went nowhere, or a request the busy server refused with a 503, from a real refusal.
+"""What the Prefect UI sends when a test clicks, and what the server answers.
 
-On a loaded machine a person would simply click again in both cases; these helpers do the same,
-and never when the first click may still create something.
+Why a click on the Run form's Submit can look as if it "went nowhere" (Prefect 3.9's
+``FlowRunCreateForm``): its submit handler returns without a word while the form is ``disabled``
+(a create in flight) and when the validation it runs first (``POST /ui/schemas/validate`` and
+the run name) fails to answer; then the page POSTs ``create_flow_run``. And a form filled while
+the page was still loading its deployment can be rendered anew without the values. So a test
+loads the page until its requests are done, checks the form holds what it filled, clicks once and
+waits for those two requests, in order.
+
+Why the server answers 503: SQLite. Prefect's write endpoints (``create_flow_run``, ``resume``,
+``set_state``) run in a deferred transaction that reads first and writes last; when another
+connection wrote in between (the worker's poll every 0.5 s, a running flow's log batches, the
+event persister), SQLite refuses the write at once with SQLITE_BUSY_SNAPSHOT ("database is
+locked"): the busy timeout (60 s) does not apply to that conflict. The server rolls back and
+answers 503, and Prefect's Python clients retry it; the UI does not. A server started with
+``PREFECT_API_LOG_RETRYABLE_ERRORS=true`` names each one in server.log ("database is locked" in
+``resume_flow_run`` -> ``INSERT INTO flow_run_state``). That is the one retry kept here: once, for
+a 503, which created nothing.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-
 CREATE, VALIDATE = "/create_flow_run", "/ui/schemas/validate"
+SQLITE_503 = ("SQLite refused a write that raced another writer (SQLITE_BUSY_SNAPSHOT; see server.log): "
+              "the server rolled back and created nothing, so the request is sent once more")
 
 
-class FormRequests:
-    """The Run form's requests as the browser sends them: validations in flight, creates sent."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.in_flight: set[Any] = set()  # Playwright Requests, one object per request
-        self.creates: list[Any] = []
-        self._handlers = {"request": self._sent, "requestfinished": self._done, "requestfailed": self._done}
-        for event, handler in self._handlers.items():
-            page.on(event, handler)
-
-    def _sent(self, request: Any) -> None:
-        if request.method == "POST" and request.url.endswith(CREATE):
-            self.creates.append(request)
-        elif request.method == "POST" and request.url.endswith(VALIDATE):
-            self.in_flight.add(request)
-
-    def _done(self, request: Any) -> None:
-        self.in_flight.discard(request)
-
-    def close(self) -> None:
-        for event, handler in self._handlers.items():
-            self.page.remove_listener(event, handler)
+def _is_post(path_end: str) -> Any:
+    return lambda r: r.request.method == "POST" and r.url.endswith(path_end)
 
 
-def submit_run_form(page: Any, quiet_s: float = 5, clicks: int = 5) -> Any:
-    """Click Submit until the server answers a create request with other than 503; that answer.
-
-    On a loaded machine two things go wrong that a person would simply answer by clicking Submit
-    again: SQLite is busy and the server answers 503 (it created nothing; the UI shows a toast,
-    the form keeps its values), or the click goes nowhere, no request and no message (the UI's
-    handler can run with the form state of an earlier render). A click without a create is only
-    repeated once no validation has been in flight for ``quiet_s``, so a slow server never gets
-    two creates (a second create would be a second release)."""
-    requests = FormRequests(page)
-    try:
-        for _ in range(clicks):
-            requests.creates.clear()
-            page.get_by_role("button", name="Submit").click()
-            quiet_since = time.monotonic()
-            while not requests.creates and time.monotonic() - quiet_since < quiet_s:
-                if requests.in_flight:
-                    quiet_since = time.monotonic()
-                page.wait_for_timeout(200)  # lets Playwright deliver the request events
-            if not requests.creates:
-                print("Submit sent no create request: clicking again")  # shown with a failed test's output
-                continue
-            answer = requests.creates[0].response()
-            if answer is None:  # aborted in the browser (net::ERR_NETWORK_CHANGED): the server may have it
-                raise AssertionError(f"the browser lost the create request ({requests.creates[0].failure}): "
-                                     "whether it created a run is unknown, so it is not sent again")
-            if answer.status != 503:
-                return answer
-            print("the server was busy (503): submitting again")
-        raise AssertionError(f"the Run form created no run after {clicks} clicks on Submit")
-    finally:
-        requests.close()
+def submit_run_form(page: Any) -> Any:
+    """Click Submit once; the server's answer to the create it leads to (a second click only after a 503)."""
+    button = page.get_by_role("button", name="Submit")
+    for attempt in (1, 2):
+        creates: list[Any] = []  # the create may be answered before the validation's answer reaches us
+        listen = lambda r: creates.append(r) if _is_post(CREATE)(r) else None  # noqa: E731
+        page.on("response", listen)
+        try:
+            with page.expect_response(_is_post(VALIDATE)) as validated:
+                button.click()
+            verdict = validated.value
+            if not verdict.ok:
+                raise AssertionError(f"the form's validation answered {verdict.status}: {verdict.text()}")
+            # A validation that refuses still leads to a create in 3.9 (its result is a truthy list of
+            # errors), which the server's parameter schema refuses: that refusal is the answer.
+            answer = creates[0] if creates else page.wait_for_event("response", predicate=_is_post(CREATE))
+        finally:
+            page.remove_listener("response", listen)
+        if answer.status != 503 or attempt == 2:
+            return answer
+        print(SQLITE_503)  # shown with a failed test's output
+    raise AssertionError("unreachable")
 
 
-def served(page: Any, path_end: str, act: Any, tries: int = 4) -> Any:
-    """Do ``act``, which makes the UI POST to a URL ending in ``path_end``, until the server answers
-    other than 503; that answer. A 503 is SQLite busy on a loaded machine: the server did nothing,
-    the UI shows a toast and keeps its form, and a person would click again."""
-    for _ in range(tries):
-        with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith(path_end)) as answer:
+def served(page: Any, path_end: str, act: Any) -> Any:
+    """Do ``act``, which makes the UI POST to a URL ending in ``path_end``; the server's answer,
+    after at most one more ``act`` when the first answer was SQLite's 503 (see the module)."""
+    for attempt in (1, 2):
+        with page.expect_response(_is_post(path_end)) as answer:
             act()
-        if answer.value.status != 503:
+        if answer.value.status != 503 or attempt == 2:
             return answer.value
-        print(f"the server was busy (503) on {path_end}: again")  # shown with a failed test's output
-    raise AssertionError(f"the server answered 503 to {tries} requests to ...{path_end}")
+        print(f"{path_end}: {SQLITE_503}")  # shown with a failed test's output
+    raise AssertionError("unreachable")
 
 
-def load(page: Any, url: str, ready: Any, tries: int = 3, each_s: float = 45) -> None:
-    """Open ``url`` until the locator ``ready`` shows (reloading is safe: a GET changes nothing).
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
 
-    Chromium aborts what is in flight with net::ERR_NETWORK_CHANGED whenever an interface comes
-    or goes, which other work on the machine does (the Kubernetes test clusters, the local
-    runtime): a page whose scripts were aborted stays blank."""
+
+def load(page: Any, url: str, ready: Any, each_s: float = 45) -> None:
+    """Open ``url`` and wait until the locator ``ready`` shows and the page's requests are done
+    (a form filled while its deployment is still loading can be rendered again, empty).
+
+    One reload, for one named cause outside cairn and Prefect: Chromium aborts every request in
+    flight with net::ERR_NETWORK_CHANGED when a network interface comes or goes, which the local
+    runtime's instances (a veth pair each) and the Kubernetes test clusters do all the time; a
+    page whose start-up requests were aborted can stay blank. Any other page that does not show
+    what it should fails the test."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for attempt in range(1, tries + 1):
+    aborted: list[str] = []
+    listen = lambda r: aborted.append(r.url) if NETWORK_CHANGED in (r.failure or "") else None  # noqa: E731
+    page.on("requestfailed", listen)
+    try:
         page.goto(url)
         try:
-            ready.wait_for(timeout=each_s * 1000 if attempt < tries else None)
-            return
+            ready.wait_for(timeout=each_s * 1000)
         except PlaywrightTimeout:
-            if attempt == tries:
+            if not aborted:
                 raise
-            print(f"{url} did not show what it should within {each_s:.0f}s: loading it again")
+            print(f"{url}: Chromium aborted {len(aborted)} requests ({NETWORK_CHANGED}): loading it once more")
+            page.goto(url)
+            ready.wait_for()
+        page.wait_for_load_state("networkidle")
+    finally:
+        page.remove_listener("requestfailed", listen)
