@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
-
 from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
 
 from cairn.config import AppSpec, ClusterSpec, DeployType, EnvironmentName, EnvironmentSpec, RuntimeKind, ServiceType, SourceSpec
 from cairn.revision import Revision

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from pydantic import SecretStr
-
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
+from pydantic import SecretStr
 
 from cairn.blocks.models import AppBlock, ClusterBlock, EnvironmentBlock, RevisionBlock
 from cairn.config import CairnConfig

@@ -200,7 +200,8 @@ class Hook(Spec):
 
 
 class Lifecycle(Spec):
-    post_start: Hook | None = Field(None, title="PostStart", description="Runs after start; the instance is not running until it ends; failure kills it.")
+    post_start: Hook | None = Field(None, title="PostStart",
+                                    description="Runs after start; the instance is not running until it ends; failure kills it.")
     pre_stop: Hook | None = Field(None, title="PreStop", description="Runs before SIGTERM; counts against the grace period.")
     termination_grace_period_s: Seconds = Field(
         30, title="Grace period (s)", description="From the start of PreStop to SIGKILL."

@@ -91,7 +91,8 @@ def check_references(config: CairnConfig, known_clusters: Iterable[str] = ()) ->
         for env_name, env in app.environments.items():
             if env.cluster not in defined:
                 close = difflib.get_close_matches(env.cluster, sorted(defined), n=1)
-                fix = f"unknown cluster; did you mean {close[0]!r}?" if close else f"unknown cluster; define it under clusters (known: {sorted(defined) or 'none'})"
+                known = sorted(defined) or "none"
+                fix = f"unknown cluster; did you mean {close[0]!r}?" if close else f"unknown cluster; define it under clusters (known: {known})"
                 problems.append((f"apps[{app.name}].environments.{env_name}.cluster", env.cluster, fix))
     if problems:
         raise ConfigError(problems)

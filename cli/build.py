@@ -7,7 +7,7 @@ order of that package through the same ``actions.create_order`` as ``cairn relea
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -25,8 +25,8 @@ def register(root: typer.Typer) -> None:
 
 def build(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
-    ref: Annotated[Optional[str], typer.Option("--ref", "-r", help="Branch, tag or full commit id; default: the source's ref.")] = None,
-    release: Annotated[Optional[str], typer.Option("--release", help="Then ship the package to this environment.")] = None,
+    ref: Annotated[str | None, typer.Option("--ref", "-r", help="Branch, tag or full commit id; default: the source's ref.")] = None,
+    release: Annotated[str | None, typer.Option("--release", help="Then ship the package to this environment.")] = None,
     batches: Annotated[int, typer.Option("--batches", "-b", help="Batches of the release order.")] = 2,
     pause_mode: Annotated[PauseMode, typer.Option("--pause-mode", "-p", help="When the release order pauses.")] = PauseMode.FIRST_BATCH,
     as_json: JsonFlag = False,
@@ -35,8 +35,8 @@ def build(
     with errors_as_exit(as_json):
         from cairn.blocks import store
         from cairn.config import ref_problem
-        from cairn.orders import actions
         from cairn.errors import ConfigError
+        from cairn.orders import actions
 
         app_block = store.load_app(app_name)
         source = app_block.source

@@ -34,7 +34,8 @@ def register(root: typer.Typer, env_app: typer.Typer) -> None:
     env_app.command("rollback")(env_rollback)
 
 
-def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API and UI listen; beyond loopback they require basic auth.")] = "127.0.0.1",
+def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API and UI listen; beyond loopback they require basic auth.")]
+       = "127.0.0.1",
        port: Annotated[int | None, typer.Option("--port", help="The API and UI port (default 4200, else a free one).")] = None,
        max_running: Annotated[int | None, typer.Option(
            "--max-running", min=1, help="Flow runs (orders, rollbacks, builds) running at once; more wait for a slot. "

@@ -152,7 +152,8 @@ def app_list(as_json: JsonFlag = False) -> None:
 
 
 @env_app.command("show")
-def env_show(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Annotated[str, typer.Argument(metavar="ENV")], as_json: JsonFlag = False) -> None:
+def env_show(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Annotated[str, typer.Argument(metavar="ENV")],
+             as_json: JsonFlag = False) -> None:
     """The stored configuration of one environment (secret values are never shown: only their names)."""
     with errors_as_exit(as_json):
         from cairn.blocks import store

@@ -26,9 +26,9 @@ def add(app: Annotated[str, typer.Argument(metavar="APP")], version: Annotated[s
         from dataclasses import asdict
 
         from cairn import packages
+        from cairn.errors import ConfigError
         from cairn.naming import dns1123_problem
         from cairn.revision import VERSION
-        from cairn.errors import ConfigError
 
         if dns1123_problem(app):
             raise ConfigError.single("APP", app, dns1123_problem(app) or "")

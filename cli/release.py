@@ -217,8 +217,8 @@ def schedule_cmd(args: Annotated[list[str], typer.Argument(metavar="[set] APP EN
     verb = args[0] if args and args[0] in VERBS else "set"
     rest = args[1:] if args and args[0] in VERBS else args
     with errors_as_exit(as_json):
-        from cairn.orders import schedules
         from cairn.errors import ConfigError
+        from cairn.orders import schedules
 
         if verb in ("set", "remove") and len(rest) != 2:
             raise ConfigError.single("arguments", " ".join(args), f"expected: cairn release schedule {'' if verb == 'set' else 'remove '}APP ENV")

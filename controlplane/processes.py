@@ -258,11 +258,9 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
     It is Prefect's own setting, so it can be changed in the UI or with ``prefect work-pool
     set-concurrency-limit``; ``cairn up`` leaves a changed one alone unless ``max_running`` is given."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.flows import Flow
-
-    from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.workers.process import ProcessWorker
 
     from cairn.controlplane import warmstart

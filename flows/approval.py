@@ -16,8 +16,6 @@ from __future__ import annotations
 import time
 from uuid import UUID
 
-from pydantic import Field
-
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
@@ -27,6 +25,7 @@ from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_base_key
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
+from pydantic import Field
 
 from cairn import sync
 from cairn.plan import PauseMode, PauseModeName

@@ -9,13 +9,11 @@ names it too. A release order of it is the CLI's next step (``cairn build --rele
 from __future__ import annotations
 
 import shutil
-from typing import Any
-
-from pydantic import Field
-from typing_extensions import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
 
 from cairn import packages
 from cairn.blocks import store

@@ -15,10 +15,10 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 
+from cairn.background import in_background
 from cairn.errors import BatchFailed
 from cairn.flows import approval
 from cairn.orders import records
-from cairn.background import in_background
 from cairn.orders.history import ModeRecord
 from cairn.plan import PauseMode, next_step, plan_release
 from cairn.revision import Revision

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import Field
-from typing_extensions import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
+from pydantic import Field
 
 from cairn.background import in_background
 from cairn.config import EnvironmentName

@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger
 
 from cairn.config import EnvironmentName
 from cairn.errors import NotFound
-from cairn.orders import records, tags
 from cairn.flows.engine import current_run, drive
+from cairn.orders import records, tags
 from cairn.orders.records import close_run
 from cairn.orders.revisions import revision_of_run
 from cairn.plan import PauseMode

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cairn import sync
-from cairn.errors import ActionRefused, CairnError, Conflict, NotFound
+from cairn.errors import ActionRefused, CairnError, Conflict
 from cairn.orders import history, records, rules, tags
 from cairn.orders.requests import ReleaseRequest, check
 from cairn.orders.revisions import freeze

@@ -22,6 +22,7 @@ At most one release per delivery id:
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import NotFound
@@ -54,12 +55,12 @@ def event_id(delivery: str, attempt: int = 1) -> uuid.UUID:
 def action_failure(event: uuid.UUID) -> str | None:
     """Why the automation could not act on ``event``, if Prefect says so (``None`` otherwise, also
     while it has not acted yet). A busy SQLite, for one, answers the action's create with a 503."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventRelatedFilter
 
-    flt = EventFilter(occurred=EventOccurredFilter(since=datetime.now(timezone.utc) - timedelta(days=7)),
+    flt = EventFilter(occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(days=7)),
                       event=EventNameFilter(name=["prefect.automation.action.failed"]),
                       related=EventRelatedFilter(id=[f"prefect.event.{event}"]))
     with get_client(sync_client=True) as client:

@@ -21,10 +21,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cairn import packages
-from cairn.redaction import redact
 from cairn.blocks import store
 from cairn.config import SourceSpec
 from cairn.errors import NotFound, PermanentError
+from cairn.redaction import redact
 
 LOG_LIMIT = 64 * 1024
 

@@ -138,8 +138,8 @@ def _replayed(delivery: str, run: Any = None, event: uuid.UUID | None = None) ->
 
 def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
     """Post the release event for ``delivery`` once; a repeat of the delivery is a 409 naming its order."""
-    from cairn.orders import events
     from cairn.errors import NotFound
+    from cairn.orders import events
 
     with _lock_for(delivery):
         try:
