@@ -27,12 +27,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# import-linter walks a package's own folder, while the tree maps sibling folders into
-# cairn.*: so the contracts are checked on the built package, exactly as users install it.
+# ruff checks the tree as it is. import-linter and mypy walk a package's own folder, while the
+# tree maps sibling folders into cairn.*: so both check the built package, exactly as users
+# install it (mypy keeps its cache beside it, so a second run takes seconds).
 lint: venv
-	@rm -rf $(LINT_BUILD)
+	$(VENV)/bin/ruff check .
+	@rm -rf $(LINT_BUILD) build
 	@$(PY) -m pip install -q --no-deps --no-build-isolation --target $(LINT_BUILD) .
 	cd $(LINT_BUILD) && PYTHONPATH=. ../../$(VENV)/bin/lint-imports --config ../../pyproject.toml
+	cd $(LINT_BUILD) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml --cache-dir ../mypy-cache -p cairn
 
 unit: venv
 	$(PY) -m pytest tests/unit

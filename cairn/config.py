@@ -285,9 +285,9 @@ class EnvironmentSpec(Spec):
             if port in ports[:i]:
                 raise refuse(f"ports[{i}].container_port", port, "this container port is listed twice; list each port once")
         host_ports = [p.host_port for p in self.ports]
-        for i, port in enumerate(host_ports):
-            if port is not None and port in host_ports[:i]:
-                raise refuse(f"ports[{i}].host_port", port, "two ports map to this traffic port; give each its own")
+        for i, host_port in enumerate(host_ports):
+            if host_port is not None and host_port in host_ports[:i]:
+                raise refuse(f"ports[{i}].host_port", host_port, "two ports map to this traffic port; give each its own")
         check = self.health_check
         if check is not None and check.http is not None and check.http.port not in ports:
             raise refuse(

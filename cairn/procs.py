@@ -39,7 +39,7 @@ def start_time(pid: int | None) -> int | None:
             created = proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return round((created - psutil.boot_time()) * _TICKS_PER_S)
+    return round((float(created) - float(psutil.boot_time())) * _TICKS_PER_S)
 
 
 def alive(pid: int | None, start: int | None) -> bool:

@@ -41,7 +41,7 @@ class Revision(Spec):
     def _verify_digest(cls, data: Any, handler: Any) -> Revision:
         """A stored revision carries its digest; loading it back checks the content still matches."""
         claimed = data.pop("digest", None) if isinstance(data, dict) else None
-        revision = handler(data)
+        revision: Revision = handler(data)
         if claimed is not None and claimed != revision.digest:
             raise ValueError(f"revision content does not match its digest {claimed[:12]}: it was altered")
         return revision

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cairn.cli.output import console, emit, errors_as_exit
+
+if TYPE_CHECKING:
+    from cairn.tasks.context import Target
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 AppArg = Annotated[str, typer.Argument(metavar="APP")]
@@ -104,7 +107,7 @@ def agent_status_cmd(as_json: JsonFlag = False) -> None:
     emit(agent_status(), as_json, lambda d: console.print_json(data=d))
 
 
-def _target(app: str, env: str):  # type: ignore[no-untyped-def]
+def _target(app: str, env: str) -> Target:
     from cairn.tasks.context import env_target
 
     return env_target(app, env)

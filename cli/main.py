@@ -123,8 +123,13 @@ def apply_file(
     emit(
         [{"kind": c.kind, "name": c.name, "action": c.action} for c in changes],
         as_json,
-        lambda rows: [console.print(f"{r['kind']} [bold]{r['name']}[/] {r['action']}") for r in rows],
+        _print_changes,
     )
+
+
+def _print_changes(rows: list[dict[str, str]]) -> None:
+    for r in rows:
+        console.print(f"{r['kind']} [bold]{r['name']}[/] {r['action']}")
 
 
 @apps_app.command("list")

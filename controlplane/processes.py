@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from cairn import sync
 from cairn.errors import TemporaryError
 from cairn.paths import cairn_home
 from cairn.procs import ProcessRef, listens, stop_group
@@ -282,7 +283,7 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
     root = Path(__file__).resolve().parents[1]
     ids = {}
     for name, entrypoint in FLOWS.items():
-        flow = Flow.from_source(source=str(root), entrypoint=entrypoint)
+        flow = sync.result(Flow.from_source(source=str(root), entrypoint=entrypoint))
         # deploy() prints a table meant for its own CLI; keep cairn's stdout clean (--json).
         with contextlib.redirect_stdout(io.StringIO()):
             ids[name] = str(flow.deploy(name=name, work_pool_name=WORK_POOL, print_next_steps=False, build=False, push=False,

@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import sys
+from typing import Any
 
 _HEADER = struct.Struct("!I")
 _STATUS = struct.Struct("!ii")  # (pid or -1, wait status)
@@ -141,7 +142,7 @@ def preload() -> None:
     preload_kubernetes()
 
 
-def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: list[int]) -> None:  # type: ignore[type-arg]
+def _child(conn: socket.socket, listener: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
     """In the forked child: become the run's engine process, with the client's stdio, env and cwd."""
     try:
         listener.close()

@@ -14,10 +14,12 @@ and batches not yet approved still ask.
 from __future__ import annotations
 
 import time
+from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
@@ -80,9 +82,9 @@ def await_approval(batch: int, mode: PauseMode, *, hot_window_s: float, suspend_
 def _hot_pause(run_id: UUID, key: str, form: type[Approval], window_s: float) -> Approval | None:
     # The server fails a pause whose timeout passes; give it slack beyond our window so the
     # switch to a suspend is ours to make.
-    proposed = Paused(timeout_seconds=int(window_s + 600), reschedule=False, pause_key=key)
+    proposed: State[Any] = Paused(timeout_seconds=int(window_s + 600), reschedule=False, pause_key=key)
     keyset = keyset_from_base_key(f"paused-{key}")
-    proposed.state_details.run_input_keyset = keyset
+    proposed.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
     with get_client(sync_client=True) as client:
         state = propose_state_sync(client=client, state=proposed, flow_run_id=run_id)
         if state.is_running():  # this pause fired before (a re-run): its input is stored

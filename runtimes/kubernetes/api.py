@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import yaml
@@ -20,6 +20,9 @@ import yaml
 from cairn.errors import PermanentError, TemporaryError
 from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.errors import edge
+
+if TYPE_CHECKING:
+    from urllib3 import HTTPResponse
 
 FIELD_MANAGER = "cairn"
 APPLY = "application/apply-patch+yaml"
@@ -167,10 +170,11 @@ class Api:
         from urllib3.exceptions import ReadTimeoutError
 
         with edge(f"watching pods of {app}/{environment}"):
-            response = self.core.list_namespaced_pod(
+            # _preload_content=False: the client's stubs say a V1PodList, the call gives the raw stream.
+            response = cast("HTTPResponse", self.core.list_namespaced_pod(
                 self.namespace, label_selector=_pod_selector(app, environment, slots), watch=True, resource_version=version,
                 allow_watch_bookmarks=True, timeout_seconds=max(1, math.ceil(seconds)), _preload_content=False,
-                _request_timeout=(TIMEOUT_S, max(0.01, seconds)))
+                _request_timeout=(TIMEOUT_S, max(0.01, seconds))))
             try:
                 for line in iter_resp_lines(response):
                     if not line:
@@ -245,6 +249,7 @@ class Api:
     def ensure_namespace(self) -> None:
         if self._ns_key in _READY_NAMESPACES:
             return
+        from kubernetes.client import V1Namespace, V1ObjectMeta
         from kubernetes.client.exceptions import ApiException
 
         with edge(f"creating namespace {self.namespace}"):
@@ -254,7 +259,7 @@ class Api:
                 if exc.status != 404:
                     raise
                 try:
-                    self.core.create_namespace({"metadata": {"name": self.namespace, "labels": dict(m.MANAGED)}},
+                    self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=self.namespace, labels=dict(m.MANAGED))),
                                                _request_timeout=TIMEOUT_S)
                 except ApiException as again:
                     if again.status != 409:

@@ -70,7 +70,7 @@ class Stops:
         threading.Thread(target=run, name="cairn-k8s-stops", daemon=False).start()
 
     def _record(self, pod: dict[str, Any], seen: dict[str, Any] | None, took: float, why: str) -> None:
-        app = next((c for c in ((seen or pod).get("status", {}).get("containerStatuses") or []) if c["name"] == m.CONTAINER), {})
+        app: dict[str, Any] = next((c for c in ((seen or pod).get("status", {}).get("containerStatuses") or []) if c["name"] == m.CONTAINER), {})
         ended = (app.get("state") or {}).get("terminated") or {}
         code = ended.get("exitCode")
         said = f"exit code {code}" if code is not None else "exit code not reported"

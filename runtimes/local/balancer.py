@@ -74,7 +74,7 @@ class Listener:
     connections: int = 0
     open: int = 0
     dropped: int = 0  # connections closed because no backend could take them
-    turn: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
+    turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -134,14 +134,14 @@ class Balancer:
     def drain(self, key: str, timeout_s: float) -> dict[str, Any]:
         """Take the instance out of rotation and wait until its open connections end (at most
         ``timeout_s``). Returns what happened, for the instance's events."""
-        return self._call(self._drain, key, timeout_s, timeout=timeout_s + 10)  # type: ignore[no-any-return]
+        return self._call(self._drain, key, timeout_s, timeout=timeout_s + 10)
 
     def forget(self, key: str) -> None:
         self._call(self._forget, key)
 
     def snapshot(self, env: EnvRef) -> TrafficView:
         """What ``cairn traffic`` shows of ``env``: its listeners and their backends, counted."""
-        return self._call(self._snapshot, env)  # type: ignore[no-any-return]
+        return self._call(self._snapshot, env)
 
     # --- on the loop -----------------------------------------------------------------------
     def _run(self) -> None:
