@@ -189,7 +189,7 @@ def serve(socket_path: str) -> None:
     import threading
 
     # One server per socket: a second one started by a racing `cairn up` leaves at once.
-    lock = open(socket_path + ".lock", "w")  # noqa: SIM115 - held for the server's life
+    lock = open(socket_path + ".lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -102,7 +102,7 @@ def _events(t: Target, names: dict[str, str]) -> list[str]:
         try:
             for e in t.runtime.events(t.env, instance=name)[-8:]:
                 lines.append(f"{name} {e.type} {e.reason}: {e.message}")
-        except Exception:  # events enrich the message; their absence must not hide the failure
+        except Exception:  # noqa: BLE001 - events enrich the message; their absence must not hide the failure
             continue
     return lines
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from cairn.blocks import documents
 from cairn.config import ClusterSpec
@@ -11,6 +12,9 @@ from cairn.errors import TemporaryError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Runtime
 from cairn.runtimes import connect
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,13 @@ def secrets_for(revision: Revision) -> dict[str, str]:
     return {var: store.get_secret(name) for var, name in revision.spec.secret_env.items()}
 
 
-def retry_temporary(task: object, task_run: object, state: object) -> bool:
+def retry_temporary(task: object, task_run: object, state: State[Any]) -> bool:
     """Prefect ``retry_condition_fn``: retry only errors that may pass on retry."""
     try:
-        state.result()  # type: ignore[attr-defined]
+        state.result()
     except TemporaryError:
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - every other failure is permanent: not retried
         return False
     return False
 

@@ -56,5 +56,5 @@ def edge(doing: str) -> Iterator[None]:
         yield
     except CairnError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every vendor error is translated here, nowhere else
+    except Exception as exc:
         raise translate(exc, doing) from exc

@@ -71,7 +71,7 @@ class Verdict:
     """A FAILED verdict to record on the pod, so a later restart does not hide it."""
 
 
-def classify(pod: dict[str, Any], now: float) -> Verdict:  # noqa: C901 - one table of Kubernetes states
+def classify(pod: dict[str, Any], now: float) -> Verdict:
     meta, status = pod["metadata"], pod.get("status", {})
     annotations = meta.get("annotations") or {}
     if meta.get("deletionTimestamp"):

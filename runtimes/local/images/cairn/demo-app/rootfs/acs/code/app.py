@@ -71,7 +71,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         if path == "/healthz":
             health_file = os.environ.get("DEMO_HEALTH_FILE")
@@ -93,7 +93,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, "not found\n")
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         log(f"{self.address_string()} {format % args} version={VERSION}")
 
 
