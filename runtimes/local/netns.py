@@ -46,13 +46,6 @@ def ensure_bridge() -> None:
     _ip("link", "set", BRIDGE, "up")
 
 
-def remove_bridge() -> None:
-    """Remove the bridge unless another agent's instances still hang on it."""
-    members = _ip("link", "show", "master", BRIDGE, check=False)
-    if members.returncode == 0 and not members.stdout.strip():
-        _ip("link", "del", BRIDGE, check=False)
-
-
 def allocate(used: set[str]) -> str:
     """The lowest free instance address (10.213.0.x is left to the bridge)."""
     for host in SUBNET.hosts():

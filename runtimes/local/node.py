@@ -353,12 +353,13 @@ class Node:
             future.result()
 
     def purge(self) -> int:
-        """Stop every instance at once (SIGKILL, no PreStop) and remove the bridge."""
+        """Stop every instance at once (SIGKILL, no PreStop). The bridge stays, as docker0 does: it
+        holds nothing, and another agent on this machine may be attaching an instance to it right
+        now (removing it "when empty" raced that attach)."""
         targets = list(all_instance_dirs(self.state))
         if targets:
             with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
                 list(pool.map(lambda d: self._stop(d, now=True), targets))
-        netns.remove_bridge()
         return len(targets)
 
     # --- inside an instance ----------------------------------------------------------------
