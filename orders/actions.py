@@ -14,7 +14,6 @@ from cairn import sync
 from cairn.errors import ActionRefused, CairnError, Conflict
 from cairn.orders import history, records, rules, tags
 from cairn.orders.requests import ReleaseRequest, check
-from cairn.orders.revisions import freeze
 from cairn.plan import PauseMode
 from cairn.status import Action, Status, refusal
 
@@ -58,6 +57,8 @@ def create_order(app: str, env: str, version: str, batches: int, mode: PauseMode
     revision frozen, then the run created. Every loser of a create race sees a run that does not
     carry its own ``request:`` tag."""
     from prefect.client.orchestration import get_client
+
+    from cairn.orders.revisions import freeze
 
     checked = check(ReleaseRequest.parse({"app": app, "environment": env, "version": version, "batches": batches, "pause_mode": mode}))
     if not queue:
