@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release import setup, teardown  # noqa: E402 - the same private platform as bench/release.py
+from release import setup, teardown
 
 MAX_REQUESTS = 20_000
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.measure import PeakRss, agent, alone, flow_runs, machine, percentile, tree  # noqa: E402
-from bench.release import setup, teardown  # noqa: E402 - the private platform of issue 5's bench
+from bench.measure import PeakRss, agent, alone, flow_runs, machine, percentile, tree
+from bench.release import setup, teardown
 
 GOAL_GAP_S = 2.0
 
@@ -167,8 +167,10 @@ def main() -> int:
         tgaps = [g for a in completed for g in task_gaps(second[a]["id"])]
         result = {
             "orders": len(apps), "completed": len(completed), "round_s": round(took, 1),
-            "batch_gap_s": {"median": round(statistics.median(gaps), 3), "p95": round(percentile(gaps, 95), 3), "max": round(max(gaps), 3), "n": len(gaps)},
-            "task_gap_s": {"median": round(statistics.median(tgaps), 3), "p95": round(percentile(tgaps, 95), 3), "n": len(tgaps)} if tgaps else None,
+            "batch_gap_s": {"median": round(statistics.median(gaps), 3), "p95": round(percentile(gaps, 95), 3), "max": round(max(gaps), 3),
+                            "n": len(gaps)},
+            "task_gap_s": ({"median": round(statistics.median(tgaps), 3), "p95": round(percentile(tgaps, 95), 3), "n": len(tgaps)}
+                           if tgaps else None),
             "peak_rss_mib": {"server": round(peaks.peak["server"]), "worker": round(peaks.peak["worker"]),
                              "flow_processes": round(peaks.peak["flows"]), "flow_processes_count": peaks.count["flows"],
                              "agent_tree": round(peaks.peak["agent"])},
@@ -178,8 +180,9 @@ def main() -> int:
         if tgaps:
             print(f"  of which orchestration (wait-healthy end -> apply-batch start): median {result['task_gap_s']['median']:.2f}s, "
                   f"p95 {result['task_gap_s']['p95']:.2f}s")
-        print(f"peak RSS: server {result['peak_rss_mib']['server']} MiB, worker {result['peak_rss_mib']['worker']} MiB, "
-              f"{peaks.count['flows']} flow processes {result['peak_rss_mib']['flow_processes']} MiB, agent tree {result['peak_rss_mib']['agent_tree']} MiB")
+        rss = result["peak_rss_mib"]
+        print(f"peak RSS: server {rss['server']} MiB, worker {rss['worker']} MiB, "
+              f"{peaks.count['flows']} flow processes {rss['flow_processes']} MiB, agent tree {rss['agent_tree']} MiB")
         print(json.dumps(result))
         print(f"after: {machine()}")
     finally:

@@ -59,7 +59,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for part in PARTS:
         values = [r["rss_mib"][part] for r in rows]
         right.bar([str(s) for s in sizes], values, bottom=bottom, label=part)
-        bottom = [b + v for b, v in zip(bottom, values)]
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     right.set(xlabel="instances", ylabel="peak RSS (MiB)", title="platform memory")
     right.legend()
     fig.suptitle(f"cairn growth: {machine()}", fontsize=8)

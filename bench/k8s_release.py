@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.release import setup, teardown  # noqa: E402 - the private platform of issue 5's bench
+from bench.release import setup, teardown
 
 INFO = Path("/var/lib/cairn-k8s/cluster.json")
 NAMESPACE = "cairn-bench"

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.k8s_release import NAMESPACE, kubectl, prepared_cluster, quiet  # noqa: E402
+from bench.k8s_release import NAMESPACE, kubectl, prepared_cluster, quiet
 
 
 def main() -> int:
@@ -31,7 +31,8 @@ def main() -> int:
     from cairn.config import EnvironmentSpec
     from cairn.revision import Revision
     from cairn.runtime import EnvRef
-    from cairn.runtimes.kubernetes import KubernetesRuntime, runtime as k8s_runtime
+    from cairn.runtimes.kubernetes import KubernetesRuntime
+    from cairn.runtimes.kubernetes import runtime as k8s_runtime
 
     a = info["clusters"]["a"]
     rt = KubernetesRuntime(kubeconfig=Path(a["kubeconfig"]).read_text(), context=a["context"], namespace=NAMESPACE, drain_s=0)

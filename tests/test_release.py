@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cairn.plan import PauseMode
 from cairn.status import Status
@@ -79,8 +78,8 @@ def artifacts(order: str) -> tuple[list[dict[str, str]], float]:
 
 
 def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    from cairn.orders import actions
     from cairn.errors import ActionRefused, NotFound
+    from cairn.orders import actions
 
     app = register(tmp_path)
     first = create(app, "v1", 2, PauseMode.NONE)
@@ -177,8 +176,6 @@ def test_rollback_during_a_paused_release_closes_it_first(platform: str, tmp_pat
 
 
 def test_one_active_order_per_environment_under_a_race(platform: str, tmp_path: Path) -> None:
-    from cairn.orders import actions
-    from cairn.errors import Conflict
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
@@ -198,16 +195,16 @@ def test_one_active_order_per_environment_under_a_race(platform: str, tmp_path: 
 
 
 def race(app: str) -> None:
-    from cairn.orders import actions
     from cairn.errors import Conflict
+    from cairn.orders import actions
 
     for round_ in range(20):
         results: list[Any] = []
 
-        def attempt() -> None:
+        def attempt(results: list[Any] = results, round_: int = round_) -> None:
             try:
                 results.append(actions.create_order(app, "production", f"r{round_}", 1, PauseMode.NONE))
-            except Exception as exc:  # anything but Conflict fails below, with its text
+            except Exception as exc:  # noqa: BLE001 - anything but Conflict fails below, with its text
                 results.append(exc)
 
         threads = [threading.Thread(target=attempt) for _ in range(2)]
@@ -224,8 +221,8 @@ def race(app: str) -> None:
 def test_suspended_order_resumes_after_server_worker_and_agent_restart(platform: str, tmp_path: Path) -> None:
     """A pause that became a suspend holds no process; everything restarts; resume goes on from
     the next batch and the first batch's instances are not touched again."""
-    from cairn.orders import actions
     from cairn.controlplane import processes as plat
+    from cairn.orders import actions
     from cairn.runtimes.local import agent_status, start_agent, stop_agent
     from cairn.tasks.context import env_target
 

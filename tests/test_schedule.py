@@ -25,8 +25,8 @@ def scheduled_runs(app: str) -> list[Any]:
 
 
 def test_cron_schedule_from_the_cli_releases_nightly_to_test(platform: str, cli) -> None:  # type: ignore[no-untyped-def]
-    from cairn.orders import actions
     from cairn.controlplane.processes import ensure_deployments
+    from cairn.orders import actions
 
     app = register_app("sched")
     # Every minute rather than nightly, so the scheduler's run comes within a minute.

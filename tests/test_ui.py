@@ -185,8 +185,8 @@ def retry_from_dashboard(page: Any, base: str, run_id: Any) -> None:
 
 
 def test_release_from_the_run_form_approved_from_the_pause_form(ui: str, page: Browser) -> None:
-    from cairn.orders.records import deployment_id
     from cairn.flows.approval import given
+    from cairn.orders.records import deployment_id
 
     app = register_app("ui")
     deployment = str(deployment_id("release"))
@@ -242,8 +242,8 @@ def started(app: str) -> dict[int, float | None]:
 
 
 def test_dashboard_retry_reruns_only_what_is_not_done(ui: str, page: Browser, tmp_path: Path) -> None:
-    from cairn.orders import actions
     from cairn.flows.approval import given
+    from cairn.orders import actions
 
     app, deps = register_per_instance_health(tmp_path)
     for slot in (0, 2):  # the instance of batch 2 (slot 1) will not become healthy

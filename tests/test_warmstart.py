@@ -61,8 +61,8 @@ def paused_release(app: str, version: str, warm_pid: int) -> tuple[set[int], lis
 
 
 def test_runs_fork_from_the_warm_server_and_start_cold_without_it(platform: str, tmp_path: Path) -> None:
-    from cairn.orders import actions
     from cairn.controlplane.processes import ensure_warm_start, processes, stop_process_group
+    from cairn.orders import actions
 
     warm = processes()["warm_start"]
     assert warm["running"], warm

@@ -37,7 +37,7 @@ def submit_run_form(page: Any) -> Any:
     button = page.get_by_role("button", name="Submit")
     for attempt in (1, 2):
         creates: list[Any] = []  # the create may be answered before the validation's answer reaches us
-        listen = lambda r: creates.append(r) if _is_post(CREATE)(r) else None  # noqa: E731
+        listen = lambda r, creates=creates: creates.append(r) if _is_post(CREATE)(r) else None  # noqa: E731
         page.on("response", listen)
         try:
             with page.expect_response(_is_post(VALIDATE)) as validated:

@@ -23,7 +23,6 @@ from cairn.config import EnvironmentSpec
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, Instance, Runtime
 
-
 RUNTIMES = ["local", "kubernetes"]
 BACKOFF_BASE_S = 1.0
 K8S_NAMESPACE = "cairn-behaviour"
@@ -223,7 +222,7 @@ DEMO_TAGS = [f"v{i}" for i in range(1, 10)]
 
 
 @pytest.fixture(scope="session")
-def k8s_images(k8s_cluster: Any) -> None:  # noqa: F811 - the imported fixture, used here
+def k8s_images(k8s_cluster: Any) -> None:
     """Publish the local runtime's image definitions (runtimes/local/images) to the real node, as a
     registry would serve them: cairn/python:3.11 and cairn/demo-app:<tag> whose APP_VERSION is the
     tag, both running /acs/code like their local twins. One archive, shared layers, imported once."""

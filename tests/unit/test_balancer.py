@@ -28,7 +28,7 @@ class Backend:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/slow":
                     time.sleep(0.5)
                 body = outer.name.encode()

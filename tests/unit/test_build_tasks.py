@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cairn.redaction import MASK
 from cairn import packages
 from cairn.config import SourceSpec
 from cairn.errors import ConfigError, NotFound, PermanentError
+from cairn.redaction import MASK
 from cairn.tasks import build as tasks
 
 BUILD = "mkdir -p dist && cp app.py dist/ && git rev-parse HEAD > dist/VERSION"

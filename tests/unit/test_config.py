@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from cairn.configfile import check_references, load_data, load_file, load_text
 from cairn.errors import ConfigError
@@ -128,7 +130,7 @@ def test_yaml_syntax_error_names_the_line() -> None:
 
 def test_config_is_immutable() -> None:
     config = load_file(EXAMPLE)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         config.apps[0].environments["production"].instances = 9  # type: ignore[misc]
 
 

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cairn.configfile import load_file
+from cairn.configfile import load_file, validate
 from cairn.errors import ConfigError
-from cairn.configfile import validate
 from cairn.revision import Revision
 
 SPEC = load_file(Path(__file__).resolve().parents[2] / "examples" / "shop.yaml").apps[0].environments["production"]
