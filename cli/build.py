@@ -11,10 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cairn.cli.output import console, emit, errors_as_exit
+from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 from cairn.plan import PauseMode
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 # The flow's clone can outlast the build command's own timeout; this is the margin the CLI allows.
 CLONE_MARGIN_S = 300
 

@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cairn.cli.output import console, emit, errors_as_exit
+from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 
 if TYPE_CHECKING:
     from cairn.tasks.context import Target
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 AppArg = Annotated[str, typer.Argument(metavar="APP")]
 EnvArg = Annotated[str, typer.Argument(metavar="ENV")]
 agent_app = typer.Typer(help="The local node agent that owns local instances.", no_args_is_help=True)

@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from cairn.cli.output import console, emit, errors_as_exit
+from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 
 # Commands (or groups of them) that work with no platform up: they start it, stop it, report on
 # it, or keep to files under $CAIRN_HOME (the agent; the package store).
@@ -44,7 +44,6 @@ app.add_typer(secret_app, name="secret")
 app.add_typer(apps_app, name="app")
 app.add_typer(env_app, name="env")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 
 
 @app.callback()

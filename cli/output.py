@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,8 @@ from cairn.errors import CairnError
 
 console = Console()
 err_console = Console(stderr=True)
+# Every command that prints takes --json: one option, one help text.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:

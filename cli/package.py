@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cairn.cli.output import console, emit, errors_as_exit
+from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 
 package_app = typer.Typer(help="Code packages: reproducible archives a release order ships.", no_args_is_help=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 
 
 def register(root: typer.Typer) -> None:

@@ -11,11 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cairn.cli.output import console, emit, errors_as_exit
+from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 from cairn.plan import PauseMode, pauses_after, plan_release
 
 release_app = typer.Typer(help="Release orders: ship a version to an environment batch by batch.", no_args_is_help=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON with stable keys, for scripts.")]
 
 
 def register(root: typer.Typer) -> None:
