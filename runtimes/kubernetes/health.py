@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
 from typing import Any
 
 from cairn.runtimes.kubernetes import manifests as m
@@ -20,13 +19,6 @@ from cairn.runtimes.kubernetes import stream
 def _tail(text: str, limit: int = 200) -> str:
     text = " ".join(text.strip().split())
     return text if len(text) <= limit else "..." + text[-limit:]
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for value in secrets:
-        if len(value) >= 3:
-            text = text.replace(value, "***")
-    return text
 
 
 def _probe(pod: dict[str, Any]) -> dict[str, Any] | None:

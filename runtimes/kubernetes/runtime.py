@@ -12,6 +12,7 @@ from typing import Any
 from cairn import packages
 from cairn.config import ServiceType
 from cairn.errors import NotFound, PermanentError
+from cairn.redaction import redact
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, ExecResult, Instance, Phase, TrafficView
 from cairn.runtimes.kubernetes import health, stream
@@ -171,7 +172,7 @@ class KubernetesRuntime:
                     events = self.api.events(reason="Unhealthy") if events is None else events
                     said = health.kubelet_said(events, pod["metadata"]["name"])
                 reason = f"{verdict.reason}: {said}" if said else verdict.reason
-                reason = health.redact(reason or "", self._secrets(pod)) or None
+                reason = redact(reason or "", self._secrets(pod)) or None
                 verdict = Verdict(verdict.phase, reason)
                 if verdict.phase is Phase.FAILED:
                     # The verdict outlives the container: a later liveness restart must not turn
@@ -202,7 +203,7 @@ class KubernetesRuntime:
                 keyed += [((int(e.time), 1 << 62), e) for e in status_events(pod)]
         secrets = [v for p in pods.values() for v in self._secrets(p)]
         out = [e for _, e in sorted(keyed, key=lambda pair: pair[0]) if since is None or e.time >= since]
-        return [Event(e.time, instance_of(e.instance), e.reason, health.redact(e.message, secrets) if secrets else e.message, e.type)
+        return [Event(e.time, instance_of(e.instance), e.reason, redact(e.message, secrets) if secrets else e.message, e.type)
                 for e in out]
 
     def _pod(self, env: EnvRef, name: str) -> dict[str, Any]:
@@ -228,14 +229,14 @@ class KubernetesRuntime:
 
     def exec(self, env: EnvRef, instance: str, command: Sequence[str], *, user: str, timeout_s: float = 60) -> ExecResult:
         pod = self._pod(env, instance)
-        shown = health.redact(shlex.join(command), self._secrets(pod))
+        shown = redact(shlex.join(command), self._secrets(pod))
         self.api.record(pod, "Exec", f"{user} ran: {shown}")
         with edge(f"running a command in {instance}"):
             return stream.run(self.api.core, self.namespace, pod["metadata"]["name"], m.CONTAINER, command, timeout_s)
 
     def shell(self, env: EnvRef, instance: str, *, user: str, command: Sequence[str] = ("sh",)) -> int:
         pod = self._pod(env, instance)
-        shown = health.redact(shlex.join(command), self._secrets(pod))
+        shown = redact(shlex.join(command), self._secrets(pod))
         self.api.record(pod, "Shell", f"{user} opened an interactive session: {shown}")
         with edge(f"opening a shell in {instance}"):
             return stream.shell(self.api.core, self.namespace, pod["metadata"]["name"], m.CONTAINER, command)

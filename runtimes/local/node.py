@@ -24,6 +24,7 @@ from typing import Any
 
 from cairn import packages
 from cairn.errors import NotFound, PermanentError
+from cairn.redaction import redact
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, ExecResult, Instance, Phase, TrafficView
 from cairn.runtimes.local import cgroups, enter, events, images, netns, watch
@@ -366,11 +367,7 @@ class Node:
     def _redact(self, directory: Path, pid: int, text: str) -> str:
         config = read_json(directory / "config.json") or {}
         environ = enter.environ(pid)
-        for var in config.get("secret_names", []):
-            value = environ.get(var, "")
-            if len(value) >= 3:
-                text = text.replace(value, "***")
-        return text
+        return redact(text, (environ.get(var, "") for var in config.get("secret_names", [])))
 
     def exec(self, env: EnvRef, name: str, command: Sequence[str], user: str, timeout_s: float) -> ExecResult:
         directory = self._dir(env, name)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.config import EnvironmentSpec
+from cairn.redaction import redact
 from cairn.runtime import Phase
 from cairn.runtimes.local import cgroups, events, netns, probes
 from cairn.runtimes.local.logs import RotatingLog
@@ -30,7 +31,6 @@ from cairn.runtimes.local.state import process_start_time, write_json
 
 NSINIT = Path(__file__).resolve().parent / "nsinit.py"
 POST_START_TIMEOUT_S = 120.0
-MIN_REDACT = 3  # shorter values would blank out unrelated text
 
 
 def backoff_delay(base: float, attempt: int) -> float:
@@ -62,10 +62,7 @@ class Shim:
 
     # --- reporting -------------------------------------------------------------------------
     def redact(self, text: str) -> str:
-        for value in self._secrets.values():
-            if len(value) >= MIN_REDACT:
-                text = text.replace(value, "***")
-        return text
+        return redact(text, self._secrets.values())
 
     def publish(self, **changes: Any) -> None:
         if "reason" in changes and changes["reason"]:
