@@ -38,7 +38,7 @@ def manifest_digest(ref: Reference, credentials: Credentials | None = None) -> s
         response = _request(client, "HEAD", url, ref, credentials)
         digest = response.headers.get("Docker-Content-Digest")
         if digest and re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
-            return digest
+            return str(digest)
         # The header is optional in the spec: the digest is then the hash of the body itself.
         response = _request(client, "GET", url, ref, credentials)
         return "sha256:" + hashlib.sha256(response.content).hexdigest()

@@ -60,7 +60,7 @@ class _Hashing:
     def __init__(self, out: BinaryIO) -> None:
         self.out, self.sha, self.size = out, hashlib.sha256(), 0
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:
         self.sha.update(data)
         self.size += len(data)
         return self.out.write(data)
@@ -102,7 +102,7 @@ class Layout:
         tmp = self.blobs / f".layer.{os.getpid()}"
         with open(tmp, "wb") as raw:
             compressed = _Hashing(raw)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,  # type: ignore[arg-type]
+            with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,
                                compresslevel=GZIP_LEVEL) as gz:
                 uncompressed = _Hashing(gz)  # type: ignore[arg-type]
                 with tarfile.open(fileobj=uncompressed, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]

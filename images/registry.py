@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import socket
 import subprocess
 import time
@@ -37,6 +36,9 @@ DEFAULT_PORT = 5000
 CACHE_DIR = Path("/var/cache/cairn/registry")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# The Popen of each registry this process started: kept so it is not collected while the
+# registry runs (subprocess warns then), and so stop() reaps it rather than leave a zombie.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 # No auth section by default: the registry listens on 127.0.0.1 only, so nothing beyond this
 # machine can reach it, and a process on this machine that can reach loopback could as well
@@ -142,6 +144,9 @@ def stop(state_dir: Path) -> bool:
                 proc.wait(STOP_TIMEOUT_S)
         except psutil.NoSuchProcess:
             pass
+        child = _CHILDREN.pop(found.pid, None)
+        if child is not None:
+            child.wait(STOP_TIMEOUT_S)
         return True
 
 
@@ -197,9 +202,11 @@ def _spawn(state_dir: Path, config: Path, port: int) -> Running:
                 hint=f"see {state_dir / 'registry.log'}; another process may hold the port",
             )
         if _answers(port):
+            _CHILDREN[proc.pid] = proc
             return Running(pid=proc.pid, started=started, port=port)
         time.sleep(0.05)  # polling the condition itself (the API answers), with a deadline
     proc.kill()
+    proc.wait(STOP_TIMEOUT_S)
     raise TemporaryError(f"docker-registry did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f}s",
                          hint=f"see {state_dir / 'registry.log'}")
 

@@ -31,6 +31,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cairn.errors import ConfigError, PermanentError, TemporaryError
 from cairn.images import distribution, skopeo
@@ -143,7 +144,7 @@ class ImageStore:
                 return str(entry["digest"]) if blob.is_file() else None
         return None
 
-    def _index(self) -> list[dict[str, object]]:
+    def _index(self) -> list[dict[str, Any]]:
         try:
             doc = json.loads((self.layout / "index.json").read_text())
         except FileNotFoundError:
@@ -167,7 +168,7 @@ def _ref_name(digest: str) -> str:
     return "sha256-" + digest[7:]  # no ':', so skopeo's and umoci's PATH:REF read it one way
 
 
-def _digest_of(entry: dict[str, object]) -> str | None:
+def _digest_of(entry: dict[str, Any]) -> str | None:
     annotations = entry.get("annotations")
     name = annotations.get(REF_NAME, "") if isinstance(annotations, dict) else ""
     return "sha256:" + name[7:] if isinstance(name, str) and name.startswith("sha256-") else None
