@@ -95,7 +95,7 @@ exec /usr/bin/skopeo "$@"
 
     argv = (record / "argv").read_text()
     environ = (record / "environ").read_text()
-    assert "--src-authfile" in argv and argv.splitlines()[0] == str(wrapper)
+    assert argv.splitlines()[:2] == ["/bin/sh", str(wrapper)] and "--src-authfile" in argv.splitlines()  # sh runs the script
     for secret in (PASSWORD, Credentials(USER, PASSWORD).basic()):
         assert secret not in argv and secret not in environ
     assert (record / "file-mode").read_text().strip() == "600"
