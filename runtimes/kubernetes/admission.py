@@ -77,7 +77,9 @@ def admit(api: Api, cache: PodCache, following: Iterator[list[dict[str, Any]]], 
             unschedulable.pop(name, None)
             if (verdict.reason or "").startswith("Unschedulable"):
                 unschedulable[name] = verdict.reason or ""
-            if verdict.phase is Phase.FAILED or name in unschedulable and not room_coming(now):
+            # A health verdict (quote_probe) is observe's to give, with what the check got: the pod
+            # itself started, so admission is done with it.
+            if verdict.phase is Phase.FAILED and not verdict.quote_probe or name in unschedulable and not room_coming(now):
                 problems[name] = verdict.reason or "failed"
                 pending.pop(name)
             elif verdict.phase is not Phase.PENDING or verdict.reason == "unpacking the code package" and _init_started(pod):

@@ -111,6 +111,10 @@ def classify(pod: dict[str, Any], now: float) -> Verdict:
     ready = _condition(pod, "Ready")
     if app.get("ready") and ready and ready.get("status") == "True":
         return Verdict(Phase.RUNNING)
+    if app.get("started") is False and _has_post_start(pod):
+        # The kubelet probes only once PostStart has ended (``started`` turns true then): the
+        # health check's budget is not running out while the hook runs.
+        return Verdict(Phase.STARTING, "PostStart hook running")
     started = parse_time((state.get("running") or {}).get("startedAt")) or now
     budget = annotations.get(m.HEALTH_BUDGET)
     # The Ready condition keeps the time of its last change: still False since before this
