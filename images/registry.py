@@ -6,7 +6,7 @@ directory:
 
     STATE_DIR/config.yml     ours, written at each start (listen address, storage, auth)
     STATE_DIR/storage/       the registry's blobs and repositories (unless storage_dir is given)
-    STATE_DIR/registry.json  pid + process start time + port: a reused pid is never taken as ours
+    STATE_DIR/registry.json  pid + start time (cairn.procs) + port: a reused pid is never taken as ours
     STATE_DIR/registry.log   the registry's own log
 
 ``start`` is idempotent (a running registry of this state directory is returned as is) and
@@ -29,6 +29,7 @@ import httpx
 import psutil
 
 from cairn.errors import PermanentError, TemporaryError
+from cairn.procs import ProcessRef, listens, stop_group
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 DEFAULT_PORT = 5000
@@ -76,8 +77,7 @@ auth:
 
 @dataclass(frozen=True)
 class Running:
-    pid: int
-    started: float  # psutil's create_time of that pid
+    process: ProcessRef
     port: int
 
     @property
@@ -118,9 +118,7 @@ def start(
         config = state_dir / "config.yml"
         config.write_text(_CONFIG.format(storage=json.dumps(str(storage)), port=chosen, auth=auth))
         running = _spawn(state_dir, config, chosen)
-        (state_dir / "registry.json").write_text(
-            json.dumps({"pid": running.pid, "started": running.started, "port": running.port})
-        )
+        (state_dir / "registry.json").write_text(json.dumps({**running.process.record(), "port": running.port}))
         return running.url
 
 
@@ -134,19 +132,10 @@ def stop(state_dir: Path) -> bool:
         (state_dir / "registry.json").unlink(missing_ok=True)
         if not found:
             return False
-        try:
-            proc = psutil.Process(found.pid)
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except psutil.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT_S)
-        except psutil.NoSuchProcess:
-            pass
-        child = _CHILDREN.pop(found.pid, None)
+        stop_group(found.process, STOP_TIMEOUT_S)  # it leads a session of its own (_spawn)
+        child = _CHILDREN.pop(found.process.pid, None)
         if child is not None:
-            child.wait(STOP_TIMEOUT_S)
+            child.wait(STOP_TIMEOUT_S)  # reaped already by stop_group when ours; this forgets it
         return True
 
 
@@ -165,23 +154,23 @@ def address(state_dir: Path) -> str | None:
 def _ours(state_dir: Path) -> Running | None:
     try:
         record = json.loads((state_dir / "registry.json").read_text())
-        running = Running(pid=int(record["pid"]), started=float(record["started"]), port=int(record["port"]))
+        process, port = ProcessRef.from_record(record), int(record["port"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # pid + start time name the process; its argv names this state directory's config; and it
+    # must listen on the recorded port (a registry that lost its port to another is not ours).
+    if process is None or not process.alive() or not listens(process, port):
+        return None
     try:
-        proc = psutil.Process(running.pid)
-        # A pid is reused after its process dies: the start time tells ours from a stranger.
-        if abs(proc.create_time() - running.started) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if str(state_dir / "config.yml") not in proc.cmdline():
+        if str(state_dir / "config.yml") not in psutil.Process(process.pid).cmdline():
             return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return running
+    return Running(process, port)
 
 
 def _spawn(state_dir: Path, config: Path, port: int) -> Running:
-    log = open(state_dir / "registry.log", "ab")
+    log = open(state_dir / "registry.log", "ab")  # handed to the child, closed below once it holds it
     try:
         # A session of its own: the registry outlives the test session or demo that started
         # it only until stop(); it must not get the terminal's Ctrl-C meant for the caller.
@@ -192,7 +181,7 @@ def _spawn(state_dir: Path, config: Path, port: int) -> Running:
         )
     finally:
         log.close()
-    started = psutil.Process(proc.pid).create_time()
+    process = ProcessRef.of(proc.pid)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -201,9 +190,9 @@ def _spawn(state_dir: Path, config: Path, port: int) -> Running:
                 f"docker-registry exited with {proc.returncode} on port {port}: {' | '.join(tail)}",
                 hint=f"see {state_dir / 'registry.log'}; another process may hold the port",
             )
-        if _answers(port):
+        if process is not None and _answers(port) and listens(process, port):
             _CHILDREN[proc.pid] = proc
-            return Running(pid=proc.pid, started=started, port=port)
+            return Running(process, port)
         time.sleep(0.05)  # polling the condition itself (the API answers), with a deadline
     proc.kill()
     proc.wait(STOP_TIMEOUT_S)

@@ -12,6 +12,7 @@ import pytest
 
 from cairn.errors import PermanentError
 from cairn.images import registry
+from cairn.procs import ProcessRef
 
 
 def test_start_is_idempotent_loopback_only_and_stop_stops_it(tmp_path: Path) -> None:
@@ -40,10 +41,11 @@ def test_a_reused_pid_is_never_taken_for_our_registry(tmp_path: Path) -> None:
     state = tmp_path / "reg"
     state.mkdir()
     # This very process, under a start time that is not its own: a pid the kernel handed on.
-    me = psutil.Process(os.getpid())
-    (state / "registry.json").write_text(json.dumps({"pid": me.pid, "started": me.create_time() - 60, "port": 1}))
+    me = ProcessRef.of(os.getpid())
+    assert me is not None
+    (state / "registry.json").write_text(json.dumps({"pid": me.pid, "start": me.start - 100, "port": 1}))
     assert not registry.healthy(state) and registry.address(state) is None
     assert not registry.stop(state)  # and it is not signalled
-    # Right start time, but not a registry of this state directory.
-    (state / "registry.json").write_text(json.dumps({"pid": me.pid, "started": me.create_time(), "port": 1}))
+    # Right start time, but not a registry of this state directory (nor listening on the port).
+    (state / "registry.json").write_text(json.dumps({**me.record(), "port": 1}))
     assert registry.address(state) is None
