@@ -78,7 +78,11 @@ class Harness:
         base: dict[str, Any] = {
             "cluster": self.cluster, "image": "cairn/demo-app:v1", "instances": 2, "cpu": 0.1, "memory_mb": 128,
             "ports": [{"container_port": 8080}],
-            "health_check": {"http": {"port": 8080, "path": "/healthz"}, "period_s": 0.5, "timeout_s": 1, "failure_threshold": 8},
+            # A healthy app is ready at its first passing probe whatever the threshold; the budget
+            # (period x threshold) only bounds how long a slow start may take before FAILED. 8 (5.5 s)
+            # ran out for an app that took 6 s to listen on a loaded CI machine; the tests about
+            # failing checks set their own.
+            "health_check": {"http": {"port": 8080, "path": "/healthz"}, "period_s": 0.5, "timeout_s": 1, "failure_threshold": 40},
             "lifecycle": {"termination_grace_period_s": 2},
         }
         merged = _merge(base, spec)
