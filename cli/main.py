@@ -45,7 +45,6 @@ app.add_typer(apps_app, name="app")
 app.add_typer(env_app, name="env")
 
 
-
 @app.callback()
 def root(ctx: typer.Context, api: Annotated[str | None, typer.Option(
         "--api", metavar="URL", help="The platform's Prefect API. Default: $CAIRN_API_URL, $PREFECT_API_URL, "

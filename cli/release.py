@@ -69,14 +69,13 @@ def create(
 ) -> None:
     """Create a release order (one Prefect flow run)."""
     with errors_as_exit(as_json):
-        from cairn.orders.requests import ReleaseRequest, check
-
-        # The pre-flight check every door runs (it stores nothing), before anything is created.
-        checked = check(ReleaseRequest.parse({"app": app_name, "environment": env, "version": version, "batches": batches,
-                                              "pause_mode": pause_mode}))
-        doc = plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode)
         if dry_run:
-            emit(doc, as_json, _render_plan)
+            from cairn.orders.requests import ReleaseRequest, check
+
+            # The pre-flight check every door runs (it stores nothing); create_order runs it too.
+            checked = check(ReleaseRequest.parse({"app": app_name, "environment": env, "version": version, "batches": batches,
+                                                  "pause_mode": pause_mode}))
+            emit(plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode), as_json, _render_plan)
             return
         from cairn.orders import actions
 

@@ -12,6 +12,7 @@ new process and find its persisted results.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -22,8 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from cairn import sync
 from cairn.errors import TemporaryError
@@ -152,10 +152,22 @@ def warm_socket() -> Path:
 
 
 def healthy(url: str) -> bool:
+    """Whether a Prefect server answers ``/health`` at ``url``. The standard library's http.client:
+    every cairn command asks this before it runs, and importing httpx and building its client cost
+    more than a whole ``cairn release list`` may take (see ``cairn.blocks.api``)."""
     try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
+        parts = urlsplit(url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname or "", parts.port, timeout=2)
+    except ValueError:  # a port out of range or not a number
         return False
+    try:
+        connection.request("GET", parts.path.rstrip("/") + "/health")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 def free_port(preferred: int = DEFAULT_PORT) -> int:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import uvicorn
 
+from cairn.procs import start_time
 from cairn.runtimes.local import cgroups, netns, routes, traffic
 from cairn.runtimes.local.node import Node
-from cairn.runtimes.local.state import process_start_time
 
 SOCKET_MODE = 0o600
 # Beyond the client's keep-alive (httpx: 5 s), so the client, not the agent, closes an idle
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         routes.app(agent), lifespan="on", log_level="warning", access_log=False, server_header=False,
         date_header=False, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=GRACEFUL_S))
     listener = bind(path)
-    (state / "agent.pid").write_text(f"{os.getpid()} {process_start_time(os.getpid())}")  # pid + start: never a reused pid
+    (state / "agent.pid").write_text(f"{os.getpid()} {start_time(os.getpid())}")  # pid + start: never a reused pid
     # uvicorn answers SIGTERM itself while it serves, then raises it again once it stopped: this
     # handler makes that second one (and one before serving began) a stop, not a kill mid-cleanup.
     signal.signal(signal.SIGTERM, stop)

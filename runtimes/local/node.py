@@ -24,12 +24,13 @@ from typing import Any
 
 from cairn import packages
 from cairn.errors import NotFound, PermanentError
+from cairn.procs import alive
 from cairn.redaction import redact
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, ExecResult, Instance, Phase, TrafficView
 from cairn.runtimes.local import cgroups, enter, events, images, netns, watch
 from cairn.runtimes.local.balancer import Balancer
-from cairn.runtimes.local.state import RETIRING, EnvDir, alive, all_instance_dirs, read_json, retiring, write_json
+from cairn.runtimes.local.state import RETIRING, EnvDir, all_instance_dirs, read_json, retiring, write_json
 
 SHIM_START_TIMEOUT_S = 15.0
 STOP_MARGIN_S = 15.0

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from cairn.config import EnvironmentSpec
+from cairn.procs import start_time
 from cairn.redaction import redact
 from cairn.runtime import Phase
 from cairn.runtimes.local import cgroups, events, netns, probes
 from cairn.runtimes.local.logs import RotatingLog
-from cairn.runtimes.local.state import process_start_time, write_json
+from cairn.runtimes.local.state import write_json
 
 NSINIT = Path(__file__).resolve().parent / "nsinit.py"
 POST_START_TIMEOUT_S = 120.0
@@ -51,7 +52,7 @@ class Shim:
         self.status: dict[str, Any] = {
             "phase": str(Phase.PENDING), "ready": False, "restarts": 0, "reason": None, "exit_code": None,
             "started_at": None, "app_pid": None, "app_start": None,
-            "shim_pid": os.getpid(), "shim_start": process_start_time(os.getpid()),
+            "shim_pid": os.getpid(), "shim_start": start_time(os.getpid()),
         }
         logs = self.spec.logs
         self.log = RotatingLog(directory / "logs" / "container.log", logs.max_size_mb * 1024 * 1024, logs.keep)
@@ -96,7 +97,7 @@ class Shim:
         self.run_started = time.monotonic()
         self.publish(
             phase=str(Phase.STARTING), ready=False, reason=None, started_at=time.time(),
-            app_pid=self.proc.pid, app_start=process_start_time(self.proc.pid),
+            app_pid=self.proc.pid, app_start=start_time(self.proc.pid),
         )
         self.event("Started", f"Started container (pid {self.proc.pid}) at {self.cfg['address']}")
         return None

@@ -27,14 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cairn import procs
 from cairn.paths import cairn_home
 from cairn.runtime import EnvRef
-
-# Liveness is one rule for every layer (cairn.procs: pid + start time); the shims' status.json
-# records ``shim_start``/``app_start`` in its unit.
-process_start_time = procs.start_time
-alive = procs.alive
 
 
 def default_state_dir(state_dir: Path | str | None = None) -> Path:

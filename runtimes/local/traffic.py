@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cairn.procs import alive
 from cairn.runtime import EnvRef, Phase
 from cairn.runtimes.local.balancer import POLICIES, Balancer, Seen
-from cairn.runtimes.local.state import alive, all_instance_dirs, read_json, retiring
+from cairn.runtimes.local.state import all_instance_dirs, read_json, retiring
 
 HOST_ENV = "CAIRN_TRAFFIC_HOST"  # where listeners bind; loopback unless the operator opens it up
 POLICY_ENV = "CAIRN_TRAFFIC_POLICY"
