@@ -21,7 +21,10 @@ from pathlib import Path
 PYTHON = Path("/usr/bin/python3.11")
 STDLIB = Path("/usr/lib/python3.11")
 BUSYBOX = Path("/bin/busybox")
-PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "busybox-static", "libc6")
+PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "busybox-static", "libc6", "libgcc-s1")
+# glibc dlopen()s libgcc_s when a thread exits (pthread_exit unwinds through it): ldd cannot see
+# that, and without it a threaded app dies on exit with "libgcc_s.so.1 must be installed".
+DLOPENED = (Path("/lib/x86_64-linux-gnu/libgcc_s.so.1"),)
 # Parts of the stdlib a server image never uses; leaving them out halves the size. config-3.11-*
 # (python3.11-dev's static libpython, 25 MiB) is there only on hosts that build extensions:
 # left in, the image would depend on which -dev packages the builder happens to have.
@@ -81,7 +84,7 @@ def _lay_out(root: Path) -> None:
     shutil.copytree(STDLIB, root / STDLIB.relative_to("/"), symlinks=True,
                     ignore=lambda d, names: [n for n in names if n in STDLIB_SKIP and d == str(STDLIB)])
     extensions = sorted((STDLIB / "lib-dynload").glob("*.so"))
-    for lib in sorted(_shared_libs([PYTHON, *extensions])):
+    for lib in sorted(_shared_libs([PYTHON, *extensions]) | {p for p in DLOPENED if p.exists()}):
         _copy_into(root, lib)
     shutil.copy2(BUSYBOX, root / "bin/busybox")
     applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
