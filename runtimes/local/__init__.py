@@ -1,8 +1,10 @@
-"""The local runtime: instances as supervised, namespaced processes on this machine.
+"""The local runtime: instances as OCI containers run by runc on this machine.
 
 A node agent (``agent``) owns the instances and serves the Runtime protocol over a unix
-socket (``routes``, a Starlette app on uvicorn); ``LocalRuntime`` is its client; one shim per
-instance (``shim``) supervises the app.
+socket (``routes``, a Starlette app on uvicorn); ``LocalRuntime`` is its client. Images come
+from an OCI registry into the agent's content-addressed store (``cairn.images.store``); each
+instance is a container (``container``, ``oci``, ``runc``) beside a small native shim
+(``shim.c``), supervised by a thread of the agent (``supervisor``).
 The CLI calls ``start_agent``, ``stop_agent`` and ``agent_status``.
 """
 

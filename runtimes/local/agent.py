@@ -1,15 +1,15 @@
 """The local node agent: a daemon serving the Runtime protocol over a unix socket.
 
 Like a kubelet it owns the node's instances, but it keeps no state in memory: every request is
-answered from the state directory and the per-instance shims, so the agent can be killed and
-restarted at any time and re-adopts every running instance as it finds them.
+answered from the state directory, runc and the per-container shims, so the agent can be killed
+and restarted at any time and re-adopts every instance as it finds them (``Node.adopt``): the
+containers never notice. Each instance's supervision (probes, hooks, restarts) is a thread here.
 
 The API (routes.py) is a Starlette app; uvicorn serves it on ``agent.sock`` in the state
 directory, on a socket this module binds with mode 0600 before uvicorn listens on it (uvicorn's
 own ``uds=`` would listen first and then chmod the socket to 0666: a root agent's socket must
 never be open to other users, not even for an instant). HTTP/1.1 keeps the client's connections
-alive between calls. Only the agent process imports this module and routes.py: the shims and
-the client never load Starlette or uvicorn (see the package's lazy ``__init__``).
+alive between calls. Only the agent process imports this module and routes.py: the client never loads Starlette or uvicorn (see the package's lazy ``__init__``).
 
 Run as ``python -m cairn.runtimes.local.agent --state-dir DIR`` (``control.start_agent`` does).
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import uvicorn
 
 from cairn.procs import start_time
-from cairn.runtimes.local import cgroups, netns, routes, traffic
+from cairn.runtimes.local import binaries, cgroups, netns, routes, traffic
 from cairn.runtimes.local.node import Node
 
 SOCKET_MODE = 0o600
@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     balancer = traffic.balancer(state)
     balancer.start()  # listeners of adopted instances come back with its first scan
     node = Node(state, balancer)
-    node.finish_retiring()  # replaced instances an earlier agent had begun to stop
+    binaries.shim_binary(state)  # built once here (a compiler run), not on an instance's path
+    adopted = node.adopt()  # supervision goes on where an earlier agent left each instance
+    retired = node.finish_retiring()  # replaced instances an earlier agent had begun to stop
+    if adopted or retired:
+        print(f"adopted {adopted} instance(s); finishing the stop of {retired}", file=sys.stderr, flush=True)
     stopping = threading.Event()
 
     class Server(uvicorn.Server):

@@ -1,78 +1,54 @@
-"""Memory and CPU limits through cgroup v1, as the kubelet sets them for a container.
+"""Where a local container's cgroup is, and what it says after an OOM kill, on cgroup v1 or v2.
 
-Each instance gets ``<agent's cgroup>/cairn/<instance>`` under the memory and cpu controllers:
-nesting under the agent's own cgroup (rather than the root) keeps instances inside whatever
-limits the agent itself runs under, as a kubelet's ``--cgroup-root`` does. The memory limit is
-enforced by the kernel's OOM killer; ``memory.oom_control``'s ``oom_kill`` counter tells an
-OOM kill from any other SIGKILL.
+runc writes the limits (oci.py puts them in the spec's ``linux.resources``) on either kind of
+host; this module only names the path and reads what runc does not report. Each container's
+cgroup nests under the agent's own (``<agent's cgroup>/cairn/<container id>``), so instances stay
+inside whatever limits the agent itself runs under, as a kubelet's ``--cgroup-root`` does.
+
+An OOM kill is told from any other SIGKILL by the kernel's counter in the container's memory
+cgroup: ``oom_kill`` in ``memory.oom_control`` (v1) or in ``memory.events`` (v2). Read before
+``runc delete``, which removes the cgroup.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
-CONTROLLERS = ("memory", "cpu")
-CFS_PERIOD_US = 100_000
 
 
-def _mount(controller: str) -> Path | None:
-    for candidate in (ROOT / controller, ROOT / "cpu,cpuacct"):
-        if (candidate / "cgroup.procs").exists():
-            return candidate
-    return None
+def version(root: Path = ROOT) -> int:
+    """2 on a unified hierarchy (``cgroup.controllers`` at the root), else 1."""
+    return 2 if (root / "cgroup.controllers").exists() else 1
 
 
-def _own(controller: str) -> str:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, names, path = line.split(":", 2)
-        if controller in names.split(","):
+def _own(controller: str, text: str | None = None) -> str:
+    """This process's cgroup for ``controller`` (v1), or the unified one (v2: controller "")."""
+    for line in (text if text is not None else Path("/proc/self/cgroup").read_text()).splitlines():
+        hierarchy, names, path = line.split(":", 2)
+        if (controller and controller in names.split(",")) or (not controller and hierarchy == "0" and names == ""):
             return path
     return "/"
 
 
-def problem() -> str | None:
-    """Why limits cannot be enforced here, or None when they can."""
-    for controller in CONTROLLERS:
-        mount = _mount(controller)
-        if mount is None:
-            return f"cgroup v1 {controller} controller not mounted at {ROOT / controller}; memory and CPU limits are NOT enforced"
-        if not os.access(mount, os.W_OK):
-            return f"{mount} is not writable (run the agent as root); memory and CPU limits are NOT enforced"
-    return None
+def container_path(cid: str, cgroup_text: str | None = None, root: Path = ROOT) -> str:
+    """The container's ``linux.cgroupsPath``: absolute, under the agent's own memory cgroup."""
+    own = _own("memory" if version(root) == 1 else "", cgroup_text)
+    return f"{own.rstrip('/')}/cairn/{cid}"
 
 
-def create(instance: str, memory_mb: int, cpu: float) -> dict[str, str]:
-    """Create the instance's cgroups with its limits; returns controller -> directory."""
-    paths: dict[str, str] = {}
-    if problem():
-        return paths
-    for controller in CONTROLLERS:
-        mount = _mount(controller)
-        assert mount is not None
-        path = mount / _own(controller).lstrip("/") / "cairn" / instance
-        path.mkdir(parents=True, exist_ok=True)
-        paths[controller] = str(path)
-    memory = Path(paths["memory"])
-    (memory / "memory.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
-    swap = memory / "memory.memsw.limit_in_bytes"
-    if swap.exists():  # no swap escape: memory+swap capped at the same value
-        swap.write_text(str(memory_mb * 1024 * 1024))
-    cpu_dir = Path(paths["cpu"])
-    (cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-    (cpu_dir / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpu * CFS_PERIOD_US))))
-    return paths
+def memory_dir(path: str, root: Path = ROOT) -> Path:
+    return root / ("memory" if version(root) == 1 else "") / path.lstrip("/")
 
 
-def oom_kills(paths: dict[str, str]) -> int:
-    if "memory" not in paths:
-        return 0
+def oom_kills(path: str, root: Path = ROOT) -> int:
+    """How many times the kernel's OOM killer killed in the container's cgroup (0 if it is gone)."""
+    directory = memory_dir(path, root)
+    name = "memory.oom_control" if version(root) == 1 else "memory.events"
     try:
-        text = (Path(paths["memory"]) / "memory.oom_control").read_text()
-    except FileNotFoundError:
+        text = (directory / name).read_text()
+    except (FileNotFoundError, NotADirectoryError):
         return 0
     for line in text.splitlines():
         key, _, value = line.partition(" ")
@@ -81,33 +57,18 @@ def oom_kills(paths: dict[str, str]) -> int:
     return 0
 
 
-def pids(paths: dict[str, str]) -> list[int]:
-    found: set[int] = set()
-    for path in paths.values():
-        try:
-            found.update(int(p) for p in (Path(path) / "cgroup.procs").read_text().split())
-        except FileNotFoundError:
-            pass
-    return sorted(found)
-
-
-def kill_all(paths: dict[str, str]) -> None:
-    for pid in pids(paths):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def remove(paths: dict[str, str]) -> None:
-    """Kill what is left and remove the cgroups (rmdir fails while a task remains: retry briefly)."""
-    deadline = time.monotonic() + 5
-    for path in paths.values():
-        while Path(path).exists():
-            kill_all(paths)
-            try:
-                os.rmdir(path)
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+def problem(root: Path = ROOT) -> str | None:
+    """Why runc could not enforce memory and CPU limits here, or None when it can."""
+    if version(root) == 2:
+        controllers = (root / "cgroup.controllers").read_text().split()
+        missing = [c for c in ("memory", "cpu") if c not in controllers]
+        if missing:
+            return f"cgroup v2 controllers {', '.join(missing)} are not enabled at {root}; limits cannot be enforced"
+        return None if os.access(root, os.W_OK) else f"{root} is not writable (run the agent as root)"
+    for controller in ("memory", "cpu"):
+        mount = root / controller
+        if not (mount / "cgroup.procs").exists():
+            return f"cgroup v1 {controller} controller is not mounted at {mount}; limits cannot be enforced"
+        if not os.access(mount, os.W_OK):
+            return f"{mount} is not writable (run the agent as root)"
+    return None

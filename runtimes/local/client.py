@@ -20,7 +20,8 @@ import httpx
 from cairn import errors
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, ExecResult, Instance, TrafficView
-from cairn.runtimes.local import enter
+from cairn.runtimes.local import enter, oci
+from cairn.runtimes.local.runc import Runc
 from cairn.runtimes.local.state import default_state_dir
 
 ERRORS: dict[str, type[errors.CairnError]] = {
@@ -101,7 +102,7 @@ class LocalRuntime:
     def observe_slots(self, env: EnvRef, slots: Sequence[int], *, unless: Sequence[Instance] | None = None,
                       wait_s: float = 0.0) -> list[Instance]:
         """The slots' instances, sorted by slot. With ``unless`` and ``wait_s``, a long poll: the agent
-        answers once they differ from ``unless`` (the kernel tells it of every file its shims write),
+        answers once they differ from ``unless`` (the kernel tells it of every file its supervisors write),
         or after ``wait_s``: a health wait learns of readiness at once, with one request per change."""
         body = {"env": _env(env), "slots": list(slots), "wait_s": wait_s,
                 "unless": None if unless is None else [i.to_dict() for i in unless]}
@@ -156,8 +157,10 @@ class LocalRuntime:
         if os.geteuid() != 0:
             raise errors.PermanentError("an interactive shell into a local instance needs root", hint="run as root (sudo)")
         body = {"env": _env(env), "instance": instance, "command": list(command), "user": user}
-        pid = int(self._call("POST", "/enter", body=body)["pid"])
-        return subprocess.call(enter.argv(pid, command), env=enter.environ(pid))
+        joined = self._call("POST", "/enter", body=body)
+        secrets = enter.secrets_of(int(joined["pid"]), joined["secret_names"])
+        process = oci.exec_process({"process": joined["process"]}, list(command), secrets)
+        return Runc(Path(joined["runc_root"])).interactive(joined["container"], process)
 
     def traffic(self, env: EnvRef) -> TrafficView:
         """The environment's load balancer: listeners, backends (ready/draining/out), connections."""

@@ -1,20 +1,20 @@
-"""Running a command inside a live instance: nsenter into the app process's namespaces.
+"""Running a command inside a live container: ``runc exec`` with the container's own process spec.
 
 Used for exec, shell, exec health checks and lifecycle hooks, so all of them see exactly what
-the app sees: its network namespace (``localhost`` is the app), its mounts and root (the deploy
-root, file and directory mounts), its cwd and its environment (read from ``/proc/PID/environ``,
-never stored).
+the app sees: its namespaces (``localhost`` is the app), its root and mounts, its cwd, its user,
+capabilities, seccomp profile and limits, and its environment with the secret variables, which
+travel inside the process spec's pipe (runc.py), never a file or argv.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cairn.runtime import ExecResult
+from cairn.runtimes.local import oci
+from cairn.runtimes.local.container import Container
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -23,27 +23,16 @@ def environ(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
-def argv(pid: int, command: Sequence[str]) -> list[str]:
-    return ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-r", "-w", "--", *command]
+def secrets_of(pid: int, names: Iterable[str]) -> dict[str, str]:
+    """The secret variables as the app's own environment holds them (read by root only)."""
+    env = environ(pid)
+    return {name: env[name] for name in names if name in env}
 
 
-def run(pid: int, command: Sequence[str], *, timeout_s: float) -> ExecResult:
-    """Run ``command`` in the instance of ``pid``; a timeout kills it and gives exit code 124."""
-    try:
-        env = environ(pid)
-    except (FileNotFoundError, ProcessLookupError):
+def run(container: Container, spec: dict[str, Any], command: Sequence[str], secrets: Mapping[str, str], *,
+        timeout_s: float) -> ExecResult:
+    """Run ``command`` in the container; a timeout kills it and gives exit code 124."""
+    if not container.running():
         return ExecResult(126, "", "the instance is not running")
-    proc = subprocess.Popen(
-        argv(pid, command), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = proc.communicate()
-        return ExecResult(124, out.decode(errors="replace"), err.decode(errors="replace") + f"\ntimed out after {timeout_s:g}s")
-    return ExecResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+    result: ExecResult = container.runc.exec(container.id, oci.exec_process(spec, list(command), secrets), timeout_s=timeout_s)
+    return result

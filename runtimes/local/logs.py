@@ -1,19 +1,18 @@
 """Container logs: timestamped lines in size-capped, rotated files, read back with tail/follow.
 
-Like the kubelet's json-file logs: the shim owns the writer, rotation renames ``stdout.log`` to
-``stdout.log.1`` ... ``.N`` and drops the oldest, so a chatty app never fills the disk.
+Like the kubelet's container logs: the shim (shim.c) writes ``<RFC 3339 time> <stream> <line>``
+with every secret value masked, and rotates at the size limit, renaming ``container.log`` to
+``container.log.1`` ... ``.N`` and dropping the oldest, so a chatty app never fills the disk.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 BATCH_LINES = 1000
 FOLLOW_POLL_S = 0.25
@@ -23,43 +22,15 @@ def stamp(now: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class RotatingLog:
-    """Appends lines to ``path``; at ``max_bytes`` the file rotates and ``keep`` old ones stay."""
-
-    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
-        self.path, self.max_bytes, self.keep = path, max_bytes, keep
-        self._lock = threading.Lock()
-        self.redact: Callable[[str], str] = lambda text: text
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] = path.open("a", encoding="utf-8")
-
-    def write(self, stream: str, text: str) -> None:
-        with self._lock:
-            self._fh.write(f"{stamp()} {stream} {self.redact(text.rstrip(chr(10)))}\n")
-            self._fh.flush()
-            if self._fh.tell() >= self.max_bytes:
-                self._rotate()
-
-    def _rotate(self) -> None:
-        self._fh.close()
-        for i in range(self.keep, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            newer = self.path if i == 1 else self.path.with_name(f"{self.path.name}.{i - 1}")
-            if newer.exists():
-                os.replace(newer, older)
-        self._fh = self.path.open("a", encoding="utf-8")
-
-    def pump(self, stream: str, source: IO[bytes]) -> threading.Thread:
-        """Copy ``source`` line by line into the log until it closes, on a daemon thread."""
-
-        def run() -> None:
-            for raw in iter(source.readline, b""):
-                self.write(stream, raw.decode("utf-8", "replace"))
-            source.close()
-
-        thread = threading.Thread(target=run, daemon=True, name=f"log-{stream}")
-        thread.start()
-        return thread
+def append_line(path: Path, stream: str, text: str) -> None:
+    """One line in the shim's format, appended whole (one ``write`` on ``O_APPEND``: the shim
+    appends to the same file), for what the agent adds: lines of the app's log files."""
+    line = f"{stamp()} {stream} {text.rstrip(chr(10))}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def read(path: Path, *, tail: int | None = None, follow: bool = False, alive: Callable[[], bool] | None = None) -> Iterator[str]:

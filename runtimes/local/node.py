@@ -10,29 +10,33 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cairn import packages
-from cairn.errors import NotFound, PermanentError
+from cairn.errors import CairnError, NotFound, PermanentError
+from cairn.images.reference import Reference
+from cairn.images.store import ImageStore, resolve
 from cairn.procs import alive
 from cairn.redaction import redact
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, ExecResult, Instance, Phase, TrafficView
-from cairn.runtimes.local import cgroups, enter, events, images, netns, watch
+from cairn.runtimes.local import binaries, cgroups, enter, events, netns, oci, seccomp, watch
 from cairn.runtimes.local.balancer import Balancer
+from cairn.runtimes.local.container import Container, umount
+from cairn.runtimes.local.runc import Runc, container_id
 from cairn.runtimes.local.state import RETIRING, EnvDir, all_instance_dirs, read_json, retiring, write_json
+from cairn.runtimes.local.supervisor import Supervisor
 
-SHIM_START_TIMEOUT_S = 15.0
 STOP_MARGIN_S = 15.0
 MAX_LONG_POLL_S = 60.0  # a long poll holds one of the agent's threads: bounded whatever the caller asks
 # A long poll re-reads at least this often without a file change: a shim that died without a
@@ -44,8 +48,14 @@ def backoff_base() -> float:
     return float(os.environ.get("CAIRN_AGENT_BACKOFF_BASE_S", "10"))
 
 
-def shim_alive(status: Mapping[str, Any] | None) -> bool:
-    return bool(status) and alive(status.get("shim_pid"), status.get("shim_start"))  # type: ignore[union-attr]
+@dataclass(frozen=True)
+class Image:
+    """A pulled, unpacked image: its read-only rootfs and the process its config describes."""
+
+    ref: str  # pinned: registry/name[:tag]@sha256:...
+    rootfs: Path
+    process: dict[str, Any]  # umoci's reading of the image config: args, env, cwd, user
+    pulled: str  # how it came: "already present" or how long the pull and unpack took
 
 
 class Node:
@@ -60,6 +70,9 @@ class Node:
         self._retiring: dict[Path, Future[None]] = {}
         self._watcher: watch.Watcher | None = None  # made by the first long poll: a purge needs none
         self._closed = False
+        self._supervisors: dict[Path, Supervisor] = {}
+        self.runc = Runc(state / "runc")
+        self.images = ImageStore(state / "images")
 
     def close(self) -> None:
         """The agent stops: every long poll answers now, and every later one at once."""
@@ -81,8 +94,8 @@ class Node:
         phase, reason = status.get("phase", str(Phase.PENDING)), status.get("reason")
         if phase == "stopped":
             phase = str(Phase.TERMINATING)
-        elif status and phase != str(Phase.FAILED) and not shim_alive(status):
-            phase, reason = str(Phase.FAILED), "its supervisor (shim) is gone, e.g. after a reboot; retry to recreate it"
+        elif status and phase != str(Phase.FAILED) and directory not in self._supervisors and self.balancer is not None:
+            phase, reason = str(Phase.FAILED), "no supervisor: the agent could not adopt it; retry to recreate it"
         ports = {int(k): int(v) for k, v in config["ports"].items()}
         return Instance(
             name=config["instance"], slot=config["slot"], revision=config["revision"], phase=Phase(phase),
@@ -133,9 +146,31 @@ class Node:
         return int(pid)
 
     # --- creating --------------------------------------------------------------------------
-    def _validate(self, revision: Revision, secrets: Mapping[str, str]) -> images.Image:
-        image = images.resolve(revision.image)
+    def _image(self, env: EnvRef, slots: Sequence[int], revision: Revision) -> Image:
+        """The revision's image in the store, pulled by digest and unpacked once; a failure is an
+        ``ErrImagePull`` event on each slot and an error, before anything starts."""
+        try:
+            ref = Reference.parse(revision.image)
+            pinned = ref if ref.digest else ref.at(resolve(ref))
+            began = time.monotonic()
+            had = self.images.has(str(pinned.digest))
+            self.images.pull(pinned)
+            rootfs = self.images.unpack(str(pinned.digest))
+        except CairnError as exc:
+            for slot in slots:
+                events.record(EnvDir.of(self.state, env).events, env.instance(slot), "ErrImagePull",
+                              f"image {revision.image}: {exc.message}", warning=True)
+            raise
+        process = json.loads((rootfs.parent / "config.json").read_text())["process"]
+        took = "already present on this node" if had else f"pulled and unpacked in {time.monotonic() - began:.2f}s"
+        return Image(str(pinned), rootfs, process, took)
+
+    def _validate(self, revision: Revision, secrets: Mapping[str, str]) -> None:
         spec = revision.spec
+        problem = cgroups.problem()
+        if problem:
+            raise PermanentError(f"memory and CPU limits cannot be enforced on this host: {problem}",
+                                 hint="run the agent as root on a host with the memory and cpu cgroup controllers")
         if revision.deploy_type == "code-package":
             if not revision.package_digest:
                 raise PermanentError("deploy type code-package needs a code package", hint="build or add a package for this version")
@@ -154,36 +189,46 @@ class Node:
                 ) from None
             if not host.is_dir():
                 raise PermanentError(f"dirs[{i}]: host path {mount.host_path} is not a directory", hint="point host_path at a directory")
-        return image
 
-    def _config(self, env: EnvRef, slot: int, revision: Revision, image: images.Image, directory: Path,
+    def _oci(self, env: EnvRef, name: str, revision: Revision, image: Image, directory: Path, address: str) -> dict[str, Any]:
+        spec = revision.spec
+        mounts = [oci.Mount(str(directory / "etc" / "hosts"), "/etc/hosts", readonly=True),
+                  oci.Mount(str(directory / "etc" / "hostname"), "/etc/hostname", readonly=True)]
+        cwd = image.process.get("cwd") or "/"
+        if revision.deploy_type == "code-package" and spec.deploy_root:
+            mounts.append(oci.Mount(str(directory / "code"), spec.deploy_root))
+            cwd = spec.deploy_root
+        mounts += [oci.Mount(str(directory / "files" / str(i)), f.path, readonly=True) for i, f in enumerate(spec.files)]
+        mounts += [oci.Mount(m.host_path, m.path) for m in spec.dirs]
+        image_env = dict(item.split("=", 1) for item in image.process.get("env", []) if "=" in item)
+        image_env.pop("TERM", None)  # umoci's default for a terminal; the app has none
+        user = image.process.get("user") or {}
+        cid = container_id(env.cluster, directory)
+        return oci.spec(oci.ContainerSpec(
+            rootfs=str(directory / "rootfs"), hostname=name, netns=str(directory / "netns"),
+            argv=list(spec.command) if spec.command else list(image.process.get("args") or []), cwd=cwd,
+            env={**image_env, "HOSTNAME": name, **spec.env}, uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+            additional_gids=list(user.get("additionalGids") or []),
+            memory_bytes=spec.memory_mb * 1024 * 1024, cpu=spec.cpu, cgroups_path=cgroups.container_path(cid),
+            init_binary=str(binaries.shim_binary(self.state)), seccomp=seccomp.profile(oci.DEFAULT_CAPABILITIES),
+            mounts=mounts, open_files=min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20),
+        ))
+
+    def _config(self, env: EnvRef, slot: int, revision: Revision, image: Image, directory: Path,
                 address: str, order: str | None) -> dict[str, Any]:
         spec, name = revision.spec, env.instance(slot)
-        mounts: list[dict[str, Any]] = []
-        workdir = image.workdir
-        if revision.deploy_type == "code-package" and spec.deploy_root:
-            mounts.append({"source": str(directory / "code"), "target": spec.deploy_root, "kind": "dir"})
-            workdir = spec.deploy_root
-        for i, file in enumerate(spec.files):
-            source = directory / "files" / str(i)
-            mounts.append({"source": str(source), "target": file.path, "kind": "file", "readonly": True})
-        for mount in spec.dirs:
-            mounts.append({"source": mount.host_path, "target": mount.path, "kind": "dir"})
-        env_vars = {"PATH": images.default_path(), "HOME": "/root", "HOSTNAME": name, **image.env, **spec.env}
         return {
-            "instance": name, "slot": slot, "env": env_vars, "revision": revision.digest, "version": revision.version,
-            "order": order, "spec": spec.model_dump(mode="json"), "address": address,
+            "instance": name, "slot": slot, "revision": revision.digest, "version": revision.version,
+            "order": order, "spec": spec.model_dump(mode="json"), "address": address, "image": image.ref,
+            "image_rootfs": str(image.rootfs), "container": container_id(env.cluster, directory),
+            "shim": str(binaries.shim_binary(self.state)),
             "ports": {str(p.container_port): p.container_port for p in spec.ports},
-            "cgroups": {}, "events": str(EnvDir.of(self.state, env).events), "backoff_base_s": backoff_base(),
+            "events": str(EnvDir.of(self.state, env).events), "backoff_base_s": backoff_base(),
             "secret_names": sorted(spec.secret_env),
-            "run": {
-                "netns": str(directory / "netns"), "layer": str(directory / "layer"), "root": str(directory / "root"),
-                "rootfs": image.rootfs, "mounts": mounts, "workdir": workdir, "hostname": name, "address": address,
-                "argv": image.argv(spec.command), "cgroups": {},
-            },
+            "oci": self._oci(env, name, revision, image, directory, address),
         }
 
-    def _create(self, env: EnvRef, slot: int, revision: Revision, image: images.Image,
+    def _create(self, env: EnvRef, slot: int, revision: Revision, image: Image,
                 secrets: Mapping[str, str], order: str | None) -> None:
         name = env.instance(slot)
         directory = EnvDir.of(self.state, env).fresh(name)
@@ -197,19 +242,13 @@ class Node:
             write_json(directory / "config.json", config)  # claims the address
         try:
             events.record(events_file, name, "Scheduled", f"Assigned {name} to this node (revision {revision.short})")
+            events.record(events_file, name, "Pulled", f"Image {image.ref} {image.pulled}")
             if revision.deploy_type == "code-package" and revision.package_digest:
                 packages.unpack(revision.package_digest, directory / "code")
                 events.record(events_file, name, "Unpacked", f"Unpacked code package {revision.package_digest[:12]} into {spec.deploy_root}")
-            else:
-                events.record(events_file, name, "Pulled", f"Image {image.ref} found at {image.directory}")
             for i, file in enumerate(spec.files):
                 (directory / "files").mkdir(exist_ok=True)
                 (directory / "files" / str(i)).write_text(file.content)
-            paths = cgroups.create(directory.name, spec.memory_mb, spec.cpu)
-            if not paths:
-                events.record(events_file, name, "LimitsNotEnforced", str(cgroups.problem()), warning=True)
-            config["cgroups"] = config["run"]["cgroups"] = paths
-            write_json(directory / "config.json", config)
             netns.ensure_bridge()  # another agent's purge may have removed it since this one started
             taken: set[str] = set()
             while True:
@@ -220,43 +259,34 @@ class Node:
                     with self._alloc:
                         taken.add(config["address"])
                         used = {c["address"] for d in all_instance_dirs(self.state) if (c := read_json(d / "config.json"))}
-                        config["address"] = config["run"]["address"] = netns.allocate(used | taken)
+                        config["address"] = netns.allocate(used | taken)
                         write_json(directory / "config.json", config)
-            self._spawn_shim(directory, secrets)
+            _write_etc(directory, name, config["address"])
+            supervisor = Supervisor(directory, config, Container(directory, config["container"], self.runc), secrets)
+            with self._alloc:
+                self._supervisors[directory] = supervisor
+            supervisor.begin()
         except BaseException:
-            cgroups.remove(config["cgroups"])
+            with self._alloc:
+                self._supervisors.pop(directory, None)
             netns.delete(directory / "netns")
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
-    def _spawn_shim(self, directory: Path, secrets: Mapping[str, str]) -> None:
-        # Secrets travel on the shim's stdin: never argv (visible in ps), never a file.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn.runtimes.local.shim", str(directory)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        proc.communicate(json.dumps(dict(secrets)).encode(), timeout=SHIM_START_TIMEOUT_S)
-        deadline = time.monotonic() + SHIM_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if shim_alive(read_json(directory / "status.json")):
-                return
-            time.sleep(0.05)
-        raise PermanentError(f"the supervisor of {directory.name} did not start", hint=f"see {directory / 'shim.log'}")
-
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, secrets: Mapping[str, str],
                replace_failed: bool, order: str | None) -> None:
         with self._env_lock(env):
-            image = self._validate(revision, secrets)
+            self._validate(revision, secrets)
             host_ports = [p.host_port for p in revision.spec.ports if p.host_port]
             release = self.balancer.claim(env, host_ports) if self.balancer and host_ports else None
             try:
-                self._ensure(env, slots, revision, image, secrets, replace_failed, order)
+                self._ensure(env, slots, revision, secrets, replace_failed, order)
             finally:
                 if release:
                     release()
 
-    def _ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, image: images.Image,
-                secrets: Mapping[str, str], replace_failed: bool, order: str | None) -> None:
+    def _ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, secrets: Mapping[str, str],
+                replace_failed: bool, order: str | None) -> None:
         current = {i.slot: i for i in self.observe_slots(env, slots)}
         replace: list[int] = []
         create: list[int] = []
@@ -266,13 +296,43 @@ class Node:
                 create.append(slot)
             elif have.revision != revision.digest or (replace_failed and have.phase is Phase.FAILED):
                 replace.append(slot)
+        todo = sorted([*create, *replace])
+        if not todo:
+            return
+        image = self._image(env, todo, revision)  # before anything stops or starts: a bad image changes nothing
         if replace:
             self._retire(env, replace)
-        todo = sorted([*create, *replace])
         # In parallel, as a kubelet starts a batch's pods: a batch takes as long as its slowest
         # instance, not the sum of them (address allocation is serialised by self._alloc).
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
             list(pool.map(lambda slot: self._create(env, slot, revision, image, secrets, order), todo))
+
+    # --- adopting ----------------------------------------------------------------------------
+    def _adopted(self, directory: Path) -> Supervisor | None:
+        """The supervisor of an instance an earlier agent left running (made and started now)."""
+        config = read_json(directory / "config.json")
+        if config is None or "container" not in config:
+            return None
+        with self._alloc:
+            if directory in self._supervisors:
+                return self._supervisors[directory]
+        status = read_json(directory / "status.json") or None
+        pid = (status or {}).get("app_pid")
+        secrets = {}
+        if pid and alive(pid, (status or {}).get("app_start")):
+            try:
+                secrets = enter.secrets_of(int(pid), config.get("secret_names", []))
+            except OSError:
+                secrets = {}
+        supervisor = Supervisor(directory, config, Container(directory, config["container"], self.runc), secrets, status)
+        with self._alloc:
+            self._supervisors[directory] = supervisor
+        return supervisor.begin()
+
+    def adopt(self) -> int:
+        """After an agent restart: supervise again every instance an earlier agent left."""
+        found = [d for d in all_instance_dirs(self.state) if not retiring(d)]
+        return sum(1 for d in found if self._adopted(d) is not None)
 
     # --- stopping --------------------------------------------------------------------------
     def _drain(self, directory: Path, config: Mapping[str, Any], grace: float) -> None:
@@ -293,23 +353,24 @@ class Node:
 
     def _stop(self, directory: Path, *, now: bool) -> None:
         config = read_json(directory / "config.json") or {}
-        status = read_json(directory / "status.json") or {}
         grace = (config.get("spec") or {}).get("lifecycle", {}).get("termination_grace_period_s", 30)
-        if not now and shim_alive(status):
-            self._drain(directory, config, grace)
-        if shim_alive(status):
-            os.kill(status["shim_pid"], signal.SIGUSR1 if now else signal.SIGTERM)
-            deadline = time.monotonic() + (0 if now else grace) + STOP_MARGIN_S
-            while shim_alive(read_json(directory / "status.json")) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            status = read_json(directory / "status.json") or {}
-            if shim_alive(status):
-                os.kill(status["shim_pid"], signal.SIGKILL)
-        if alive(status.get("app_pid"), status.get("app_start")):
-            os.kill(status["app_pid"], signal.SIGKILL)
-        cgroups.remove(config.get("cgroups") or {})
+        with self._alloc:
+            supervisor = self._supervisors.get(directory)
+        if supervisor is None and not now:
+            supervisor = self._adopted(directory)  # one left by an earlier agent: its PreStop and grace still run
+        if supervisor is not None:
+            if not now:
+                self._drain(directory, config, grace)
+            supervisor.stop(now=now)
+            if not supervisor.join((0 if now else grace) + STOP_MARGIN_S):
+                print(f"the supervisor of {directory.name} did not finish its stop; removing it", file=sys.stderr, flush=True)
+        if config.get("container"):
+            Container(directory, config["container"], self.runc).remove()  # idempotent: gone already after a stop
+        umount(directory / "rootfs")
         netns.delete(directory / "netns")
         shutil.rmtree(directory, ignore_errors=True)
+        with self._alloc:
+            self._supervisors.pop(directory, None)
         if self.balancer is not None:
             self.balancer.forget(str(directory))
 
@@ -335,7 +396,8 @@ class Node:
             self._retiring.pop(directory, None)
 
     def finish_retiring(self) -> int:
-        """After an agent restart: stop what an earlier agent began to retire."""
+        """After an agent restart: stop what an earlier agent began to retire (its supervisor,
+        adopted by ``_stop``, runs what is left of the stop: PreStop, SIGTERM, the grace period)."""
         left = [d for d in all_instance_dirs(self.state) if retiring(d)]
         for directory in left:
             self._retire_dir(directory)
@@ -365,26 +427,31 @@ class Node:
         return len(targets)
 
     # --- inside an instance ----------------------------------------------------------------
-    def _redact(self, directory: Path, pid: int, text: str) -> str:
+    def _inside(self, env: EnvRef, name: str, command: Sequence[str], user: str, reason: str, what: str
+                ) -> tuple[Container, dict[str, Any], dict[str, str]]:
+        """The running container of ``name``, its spec and secret values; records who runs what."""
+        directory = self._dir(env, name)
+        pid = self._app_pid(directory)
         config = read_json(directory / "config.json") or {}
-        environ = enter.environ(pid)
-        return redact(text, (environ.get(var, "") for var in config.get("secret_names", [])))
+        with self._alloc:
+            supervisor = self._supervisors.get(directory)
+        secrets = dict(supervisor._secrets) if supervisor else enter.secrets_of(pid, config.get("secret_names", []))
+        shown = redact(shlex.join(command), secrets.values())
+        events.record(EnvDir.of(self.state, env).events, name, reason, f"{user} {what}: {shown}")
+        return Container(directory, config["container"], self.runc), config["oci"], secrets
 
     def exec(self, env: EnvRef, name: str, command: Sequence[str], user: str, timeout_s: float) -> ExecResult:
-        directory = self._dir(env, name)
-        pid = self._app_pid(directory)
-        shown = self._redact(directory, pid, shlex.join(command))
-        events.record(EnvDir.of(self.state, env).events, name, "Exec", f"{user} ran: {shown}")
-        result: ExecResult = enter.run(pid, command, timeout_s=timeout_s)
-        return result
+        container, spec, secrets = self._inside(env, name, command, user, "Exec", "ran")
+        return enter.run(container, spec, command, secrets, timeout_s=timeout_s)
 
-    def enter(self, env: EnvRef, name: str, command: Sequence[str], user: str) -> int:
-        """The pid a shell joins; the session itself runs on the caller's terminal."""
-        directory = self._dir(env, name)
-        pid = self._app_pid(directory)
-        shown = self._redact(directory, pid, shlex.join(command))
-        events.record(EnvDir.of(self.state, env).events, name, "Shell", f"{user} opened an interactive session: {shown}")
-        return pid
+    def enter(self, env: EnvRef, name: str, command: Sequence[str], user: str) -> dict[str, Any]:
+        """What a shell needs to join the container (``runc exec`` on the caller's terminal): the
+        runc root, the container id and the process spec, without the secret values, which the
+        caller (root on this machine) reads from the app's environment itself."""
+        container, spec, _ = self._inside(env, name, command, user, "Shell", "opened an interactive session")
+        return {"runc_root": str(self.runc.root), "container": container.id, "pid": self._app_pid(container.dir),
+                "process": oci.exec_process(spec, list(command), {}),
+                "secret_names": (read_json(container.dir / "config.json") or {}).get("secret_names", [])}
 
     def log_path(self, env: EnvRef, name: str) -> Path:
         return self._dir(env, name) / "logs" / "container.log"
@@ -394,5 +461,18 @@ class Node:
             raise PermanentError("this node has no load balancer", hint="ask the running agent (cairn agent start)")
         return self.balancer.snapshot(env)
 
+    def close_supervisors(self) -> None:
+        """The agent stops: supervision ends, containers and shims run on (the next agent adopts them)."""
+        with self._alloc:
+            self._supervisors.clear()
+
     def count(self) -> int:
         return sum(1 for _ in all_instance_dirs(self.state))
+
+
+def _write_etc(directory: Path, name: str, address: str) -> None:
+    """The instance's /etc/hosts and /etc/hostname, bind-mounted read-only (the kubelet's way)."""
+    etc = directory / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "hostname").write_text(name + "\n")
+    (etc / "hosts").write_text(f"127.0.0.1 localhost\n::1 localhost\n{address} {name}\n")

@@ -1,7 +1,7 @@
 """Health checks and lifecycle hooks, each returning (passed, what it got) in words a person acts on.
 
 HTTP checks are made from the node to the instance's address, as the kubelet does; exec checks
-and hooks run inside the instance through nsenter. Kubernetes' rule for HTTP: any 2xx or 3xx
+and hooks run inside the instance's container (``runc exec``, given as ``run``). Kubernetes' rule for HTTP: any 2xx or 3xx
 passes unless an exact status is expected.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import http.client
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cairn.config import HealthCheck
-from cairn.runtimes.local import enter
+from cairn.runtime import ExecResult
 
 
 def _tail(text: str, limit: int = 200) -> str:
@@ -40,8 +40,11 @@ def http_check(address: str, port: int, path: str, expected: int | None, timeout
     return ok, f"{what} answered {response.status} {_tail(body)!r}{want}".replace("'", '"')
 
 
-def exec_command(pid: int, command: Sequence[str], timeout_s: float) -> tuple[bool, str]:
-    result = enter.run(pid, command, timeout_s=timeout_s)
+Exec = Callable[[list[str], float], ExecResult]
+
+
+def exec_command(run: Exec, command: Sequence[str], timeout_s: float) -> tuple[bool, str]:
+    result = run(list(command), timeout_s)
     shown = shlex.join(command)
     if result.exit_code == 0:
         return True, f"exec [{shown}] exited 0"
@@ -49,9 +52,9 @@ def exec_command(pid: int, command: Sequence[str], timeout_s: float) -> tuple[bo
     return False, f"exec [{shown}] exited {result.exit_code}: {detail}"
 
 
-def check(health: HealthCheck, pid: int, address: str) -> tuple[bool, str]:
+def check(health: HealthCheck, run: Exec, address: str) -> tuple[bool, str]:
     if health.http is not None:
         h = health.http
         return http_check(address, h.port, h.path, h.expected_status, health.timeout_s)
     assert health.exec is not None
-    return exec_command(pid, health.exec.command, health.timeout_s)
+    return exec_command(run, health.exec.command, health.timeout_s)

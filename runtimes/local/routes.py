@@ -122,7 +122,7 @@ def _exec(agent: Agent, _query: Query, body: Body) -> Any:
 
 
 def _enter(agent: Agent, _query: Query, body: Body) -> Any:
-    return {"pid": agent.node.enter(_env(body["env"]), body["instance"], body["command"], body["user"])}
+    return agent.node.enter(_env(body["env"]), body["instance"], body["command"], body["user"])
 
 
 def _purge(agent: Agent, _query: Query, _body: Body) -> Any:
