@@ -128,7 +128,7 @@ def check_image(text: str) -> str:
         # Any host stands in for the default registry: only the grammar is checked here.
         Reference.parse(text, default_registry="localhost", tagless=True)
     except ConfigError as exc:
-        raise ValueError(exc.problems[0][2]) from None
+        raise ValueError(f"not an image reference: {exc.problems[0][2]}") from None
     return text
 
 

@@ -53,7 +53,7 @@ def _render_plan(doc: dict[str, Any]) -> None:
         f"{doc['instances']} instances in {len(doc['batches'])} batches, pause mode {doc['pause_mode']}"
     )
     if doc.get("image"):
-        console.print(f"image: {doc['image']}", markup=False, highlight=False)
+        console.print(f"image: {doc['image']}", markup=False, highlight=False, soft_wrap=True)  # a digest is copied whole
     table = Table("batch", "size", "instances", "then")
     for b in doc["batches"]:
         table.add_row(str(b["index"]), str(b["size"]), ", ".join(b["instances"]), "pause for approval" if b["pause_after"] else "")
