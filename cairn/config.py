@@ -24,12 +24,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cairn.imageref import check_image
 from cairn.naming import dns1123_problem
 from cairn.paths import absolute_path_problem, normalized
 
 MEMORY_FLOOR_MB = 32
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-IMAGE_REF = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
 BLOCK_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 EnvironmentName = Literal["production", "test"]
@@ -212,7 +212,16 @@ class EnvironmentSpec(Spec):
     """Everything one environment's instances are made of. A release order snapshots it."""
 
     cluster: str = Field(title="Cluster", description="Name of a cluster from the clusters list.")
-    image: str = Field(title="Image", description="The tech stack image, e.g. cairn/python:3.11.")
+    image: str = Field(
+        title="Image",
+        description="An OCI image reference: registry/name:tag or registry/name@sha256:..., e.g. 127.0.0.1:5000/cairn/python:3.11; "
+                    "or a short name (cairn/python:3.11) for the default registry. For deploy type image the version is the tag. "
+                    "An order pins the tag's digest.",
+    )
+    image_pull_secret: str | None = Field(
+        None, title="Image pull secret",
+        description='Name of a Prefect Secret block holding {"username": ..., "password": ...} for a private registry.',
+    )
     command: list[str] | None = Field(None, title="Command", description="Overrides the image's entrypoint and arguments.")
     instances: Annotated[int, Field(strict=True)] = Field(title="Instances", description="At least 2.")
     cpu: float = Field(title="CPU (cores)", description="Per instance, e.g. 0.5.")
@@ -253,9 +262,14 @@ class EnvironmentSpec(Spec):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str) -> str:
-        if not IMAGE_REF.match(image):
-            raise ValueError("must be an image reference like cairn/python:3.11 (lowercase name, optional :tag)")
-        return image
+        return check_image(image)
+
+    @field_validator("image_pull_secret")
+    @classmethod
+    def _pull_secret(cls, name: str | None) -> str | None:
+        if name is not None and not BLOCK_NAME.fullmatch(name):
+            raise ValueError(f"must name a secret (a lowercase name such as registry-login), got {name!r}")
+        return name
 
     @field_validator("deploy_root")
     @classmethod

@@ -4,6 +4,11 @@ A revision is one environment's configuration plus the version it ships, with a 
 Equal inputs give equal digests; any change (a variable, the instance count, the version) gives a
 new one. Rollback returns an environment to a revision, so the snapshot, not the live
 configuration, is what a release and a rollback apply.
+
+The snapshot pins the image: ``image_digest`` is the manifest digest the tag pointed at when
+the order was made, so a rollback runs the very bytes that ran before even if the tag moved.
+Fields added after revisions were first stored (``image_digest``, ``spec.image_pull_secret``)
+stay out of the digest while unset: a revision stored before them keeps its digest.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from typing import Any
 from pydantic import Field, PrivateAttr, computed_field, field_validator, model_validator
 
 from cairn.config import DeployType, EnvironmentName, EnvironmentSpec, Spec
+from cairn.imageref import Reference, is_digest, is_short
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Unset, these stay out of the digest's body (see the module's docstring).
+_LATER_FIELDS = ("image_digest",)
+_LATER_SPEC_FIELDS = ("image_pull_secret",)
 
 
 def canonical_json(data: Any) -> str:
@@ -35,6 +44,9 @@ class Revision(Spec):
     version: str = Field(title="Version", description="Image tag (deploy type image) or code package version/digest.")
     spec: EnvironmentSpec = Field(title="Environment configuration")
     package_digest: str | None = Field(None, title="Code package digest", description="sha256 of the code package, when one ships.")
+    image_digest: str | None = Field(
+        None, title="Image digest", description="The manifest digest (sha256:...) the image's tag pointed at when the order was made.",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -53,6 +65,13 @@ class Revision(Spec):
             raise ValueError("a version is 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. v2, 1.4.0)")
         return version
 
+    @field_validator("image_digest")
+    @classmethod
+    def _image_digest(cls, digest: str | None) -> str | None:
+        if digest is not None and not is_digest(digest):
+            raise ValueError("an image digest is sha256:<64 lowercase hex>")
+        return digest
+
     # The digest names every pod, label and annotation of a batch: computed once per revision
     # (it is frozen), not once per use.
     _digest: str | None = PrivateAttr(default=None)
@@ -62,6 +81,12 @@ class Revision(Spec):
     def digest(self) -> str:
         if self._digest is None:
             body = self.model_dump(mode="json", exclude={"digest"})
+            for name in _LATER_FIELDS:
+                if body.get(name) is None:
+                    body.pop(name, None)
+            for name in _LATER_SPEC_FIELDS:
+                if body["spec"].get(name) is None:
+                    body["spec"].pop(name, None)
             self._digest = hashlib.sha256(canonical_json(body).encode()).hexdigest()
         return self._digest
 
@@ -84,8 +109,17 @@ class Revision(Spec):
 
     @property
     def image(self) -> str:
-        """The image instances run: for deploy type image the version is the tag."""
+        """The image instances run, ``registry/name:tag[@sha256:...]``: for deploy type image the
+        version is the tag; pinned to ``image_digest`` when the order resolved it.
+
+        A revision stored before orders qualified short names keeps its short name
+        (``cairn/python:3.11``): the runtime qualifies it with the default registry."""
+        short = is_short(self.spec.image)
+        # Any host stands in for a short name's registry: it is not printed below.
+        ref = Reference.parse(self.spec.image, default_registry="localhost" if short else None, tagless=True)
         if self.deploy_type == "image":
-            # IMAGE_REF allows ":" only before the tag, so the repository is what precedes it.
-            return f"{self.spec.image.partition(':')[0]}:{self.version}"
-        return self.spec.image
+            ref = ref.with_tag(self.version)
+        if self.image_digest:
+            ref = ref.at(self.image_digest)
+        text = str(ref)
+        return text.removeprefix(f"{ref.registry}/") if short else text

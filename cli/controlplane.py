@@ -43,14 +43,14 @@ def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API a
            "--max-running", min=1, help="Flow runs (orders, rollbacks, builds) running at once; more wait for a slot. "
            "Default: 5 per CPU core ($CAIRN_MAX_RUNNING), or what the work pool has (Prefect UI, work pool `cairn`).")] = None,
        as_json: JsonFlag = False) -> None:
-    """Start (or reuse) the Prefect server, the cairn work pool, deployments and worker, and the local agent."""
+    """Start (or reuse) the image registry, the Prefect server, the cairn work pool, deployments and worker, and the local agent."""
     with errors_as_exit(as_json):
         from cairn.controlplane import up as start
 
         data = start(host=host, port=port, max_running=max_running).to_dict()
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"Prefect UI: {d['ui']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}")
+        console.print(f"Prefect UI: {d['ui']}\nimage registry: {d['registry']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}")
         if d["auth"]:
             console.print(f"basic auth required; user:password in {d['auth']}")  # the path, never the secret
         # Every cairn command finds this platform from $CAIRN_HOME: nothing to export.

@@ -21,7 +21,9 @@ def register(root: typer.Typer) -> None:
     root.add_typer(release_app, name="release")
 
 
-def plan_document(app: str, env: str, version: str, instances: int, batches: int, mode: PauseMode) -> dict[str, Any]:
+def plan_document(app: str, env: str, version: str, instances: int, batches: int, mode: PauseMode,
+                  image: str | None = None) -> dict[str, Any]:
+    """``image``: the pinned reference the order would ship (``registry/name:tag@sha256:...``)."""
     from cairn.naming import instance_name
 
     plan = plan_release(instances, batches)
@@ -29,6 +31,7 @@ def plan_document(app: str, env: str, version: str, instances: int, batches: int
         "app": app,
         "environment": env,
         "version": version,
+        "image": image,
         "instances": instances,
         "pause_mode": str(mode),
         "batches": [
@@ -49,6 +52,8 @@ def _render_plan(doc: dict[str, Any]) -> None:
         f"plan: [bold]{doc['app']}[/] {doc['environment']} -> {doc['version']}: "
         f"{doc['instances']} instances in {len(doc['batches'])} batches, pause mode {doc['pause_mode']}"
     )
+    if doc.get("image"):
+        console.print(f"image: {doc['image']}", markup=False, highlight=False, soft_wrap=True)  # a digest is copied whole
     table = Table("batch", "size", "instances", "then")
     for b in doc["batches"]:
         table.add_row(str(b["index"]), str(b["size"]), ", ".join(b["instances"]), "pause for approval" if b["pause_after"] else "")
@@ -75,7 +80,8 @@ def create(
             # The pre-flight check every door runs (it stores nothing); create_order runs it too.
             checked = check(ReleaseRequest.parse({"app": app_name, "environment": env, "version": version, "batches": batches,
                                                   "pause_mode": pause_mode}))
-            emit(plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode), as_json, _render_plan)
+            emit(plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode, checked.revision.image),
+                 as_json, _render_plan)
             return
         from cairn.orders import actions
 

@@ -1,9 +1,10 @@
 """The platform's one start-up and shut-down: ``up()`` and ``down()``.
 
 ``cairn up``/``cairn down``, the test session's fixtures, ``make demo`` (through ``cairn up``) and
-the benches all start the platform here, so it runs one way everywhere: the Prefect server, then
-(this process pointed at it) the work pool and deployments, the warm start server and the
-worker, then the local node agent. Each step reuses what already runs, so ``up()`` is idempotent
+the benches all start the platform here, so it runs one way everywhere: the image registry
+(``$CAIRN_HOME/registry``: the default registry short image names resolve to), the Prefect
+server, then (this process pointed at it) the work pool and deployments, the warm start server
+and the worker, then the local node agent. Each step reuses what already runs, so ``up()`` is idempotent
 and a second call only fills in what is missing.
 """
 
@@ -32,6 +33,7 @@ class Platform:
     deployments: dict[str, str] = field(default_factory=dict)  # flow name -> deployment id
     agent: dict[str, Any] | None = None  # the agent's status (cairn.runtimes.local.agent_status)
     auth_from: str | None = None  # where the API's basic auth string is kept: a path or a variable, never the value
+    registry: str | None = None  # 127.0.0.1:PORT of the platform's image registry
 
     @property
     def ui_url(self) -> str:
@@ -44,7 +46,7 @@ class Platform:
             "server_pid": self.server.pid if self.server else None,
             "worker_pid": self.worker.pid if self.worker else None,
             "warm_start_pid": self.warm_start.pid if self.warm_start else None,
-            "deployments": self.deployments, "agent": self.agent, "auth": self.auth_from,
+            "deployments": self.deployments, "agent": self.agent, "auth": self.auth_from, "registry": self.registry,
         }
 
 
@@ -66,10 +68,17 @@ def up(host: str = "127.0.0.1", port: int | None = None, max_running: int | None
     ``host``/``port``: where the API and UI listen (beyond loopback they require basic auth, see
     ``auth``); ``max_running``: flow runs running at once (``processes.ensure_deployments``);
     ``server_only``: the Prefect server alone (tests that need no worker or agent).
-    Leaves this process pointed at the platform (``point_here``)."""
+    Leaves this process pointed at the platform (``point_here``). Without Debian's
+    docker-registry nothing starts: a ``PermanentError`` says what to install."""
+    from cairn.images import defaults, registry
+
+    # First: an order's check resolves short image names against it, and it needs nothing else.
+    # port None: 5000 when free (what a user types), else one the kernel picks.
+    image_registry = registry.start(defaults.registry_dir())
     server = processes.ensure_server(port=port, host=host)
     point_here(server.url)
-    platform = Platform(api_url=server.url, home=cairn_home(), server=server.process, auth_from=_auth_from())
+    platform = Platform(api_url=server.url, home=cairn_home(), server=server.process, auth_from=_auth_from(),
+                        registry=image_registry)
     if server_only:
         return platform
     from dataclasses import replace
@@ -83,14 +92,17 @@ def up(host: str = "127.0.0.1", port: int | None = None, max_running: int | None
 
 
 def down(purge: bool = False) -> None:
-    """Stop the worker and the warm start server, the Prefect server and the local agent.
-    Instances keep running (their shims own them) unless ``purge``, which also removes the
-    agent's bridge: a purge is for a machine no other cairn agent shares. Idempotent."""
+    """Stop the worker and the warm start server, the Prefect server, the local agent and the
+    image registry (its storage stays). Instances keep running (their shims own them) unless
+    ``purge``, which also removes the agent's bridge: a purge is for a machine no other cairn
+    agent shares. Idempotent."""
+    from cairn.images import defaults, registry
     from cairn.runtimes.local import stop_agent
 
     processes.stop_worker()
     processes.stop_server()
     stop_agent(purge=purge)
+    registry.stop(defaults.registry_dir())
 
 
 def _auth_from() -> str | None:

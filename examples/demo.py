@@ -1,10 +1,12 @@
 """``make demo``: a real release on this machine's local runtime.
 
-Starts (or reuses) the platform (Prefect server, worker, deployments, node agent), applies
-``examples/shop.yaml``, packs the demo app as code packages v1 and v2, ships v1, then ships v2 in
-2 batches with ``first_batch``: prints the Prefect UI link of the paused run, approves from the
-CLI, waits, and shows every instance serving v2 (``curl`` of each one's ``/version``). Stops what
-it started unless ``CAIRN_KEEP_UP=1`` (or the platform was already up).
+Starts (or reuses) the platform (image registry, Prefect server, worker, deployments, node
+agent), builds the project's images and pushes them to the platform's registry (the short name
+``cairn/python:3.11`` in the example resolves there), applies ``examples/shop.yaml``, packs
+the demo app as code packages v1 and v2, ships v1, then ships v2 in 2 batches with
+``first_batch``: prints the Prefect UI link of the paused run, approves from the CLI, waits, and
+shows every instance serving v2 (``curl`` of each one's ``/version``). Stops what it started
+unless ``CAIRN_KEEP_UP=1`` (or the platform was already up).
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ def main() -> int:
     up = json.loads(cairn("up", "--json", capture=True))
     console.print(f"Prefect UI: [link]{up['ui']}[/]")
     try:
+        from cairn.images import build
+
+        # Reproducible, so a second demo run pushes the same digests (and builds nothing anew).
+        console.rule(f"build the images, push them to {up['registry']}")
+        for ref, digest in build.build_and_push(up["registry"], build.DEMO_VERSIONS).items():
+            console.print(f"{ref}@{digest}", highlight=False)
         cairn("secret", "set", "shop-db-password", input="demo-password\n")
         cairn("apply", "-f", str(EXAMPLE))
         # A version is immutable: a demo run before this one (perhaps of an older cairn) may have

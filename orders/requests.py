@@ -3,7 +3,8 @@
 The CLI (``cairn release create``), the webhook, schedules and the ``release`` flow itself (for
 runs started from the UI's form, which runs no Python validators) all take a request through
 :func:`check` before anything is created: the app, the environment, the version (and its code
-package), and the batch count against the environment's instances. What a run would fail on at
+package), the image (qualified with the default registry, its tag resolved to the digest the
+revision pins: ``orders.images``), and the batch count against the environment's instances. What a run would fail on at
 its first batch is refused at the door, with the field, the value and the fix.
 
 Checking stores nothing: the revision it builds is frozen (saved as a block) only when an order
@@ -63,22 +64,27 @@ class CheckedRequest:
 def check(request: ReleaseRequest, where: str = "") -> CheckedRequest:
     """What the order would fail on, refused now: an unknown app or environment (``NotFound``), a
     version the app's deploy type cannot ship or a missing code package, more batches than
-    instances (``ConfigError``). Reads the stored configuration; stores nothing."""
+    instances (``ConfigError``), an image or tag the registry does not have (``PermanentError``)
+    or an unreachable registry (``TemporaryError``). Reads the stored configuration and the
+    registry; stores nothing."""
     from cairn import packages
     from cairn.blocks import store
+    from cairn.orders.images import pin
 
     app_block = store.load_app(request.app)
     env_block = store.load_environment(request.app, request.environment)
     package_digest = packages.resolve(request.app, request.version).digest if app_block.deploy_type == "code-package" else None
     try:
-        revision = Revision(app=request.app, environment=env_block.environment, deploy_type=app_block.deploy_type,
-                            version=request.version, spec=env_block.spec, package_digest=package_digest)
-    except ValidationError as exc:
-        raise ConfigError(problems(exc, where)) from None
-    try:
-        plan = plan_release(revision.spec.instances, request.batches)
+        plan = plan_release(env_block.spec.instances, request.batches)
     except ConfigError as exc:
         raise ConfigError([(_at(where, field), value, fix) for field, value, fix in exc.problems]) from None
+    # The registry is asked last: what the stored configuration alone refuses costs no request.
+    spec, image_digest = pin(env_block.spec, app_block.deploy_type, request.version, where)
+    try:
+        revision = Revision(app=request.app, environment=env_block.environment, deploy_type=app_block.deploy_type,
+                            version=request.version, spec=spec, package_digest=package_digest, image_digest=image_digest)
+    except ValidationError as exc:
+        raise ConfigError(problems(exc, where)) from None
     return CheckedRequest(request, revision, plan)
 
 

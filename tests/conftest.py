@@ -1,4 +1,5 @@
-"""Test session setup: one CAIRN_HOME, one real Prefect server (SQLite), shared by every test.
+"""Test session setup: one CAIRN_HOME, one real Prefect server (SQLite), one image registry
+(CAIRN_HOME/registry, the project's images pushed once), shared by every test.
 
 The environment is fixed in ``pytest_configure``, before any test module imports Prefect,
 because Prefect reads its settings (API URL, home) when it is first imported.
@@ -10,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,10 +44,38 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class OciImages:
+    """The session's registry and what is in it."""
+
+    registry: str  # 127.0.0.1:PORT
+    digests: dict[str, str]  # short name (cairn/demo-app:v1) -> manifest digest
+
+    def ref(self, short: str) -> str:
+        """``short`` in the session's registry, pinned: ``127.0.0.1:PORT/cairn/demo-app:v1@sha256:...``."""
+        return f"{self.registry}/{short}@{self.digests[short]}"
+
+
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[str]:
+def oci_images() -> OciImages:
+    """The one registry of the session, where `cairn up` keeps it (CAIRN_HOME/registry) on a port
+    the kernel picks, with cairn/python:3.11 and cairn/demo-app:v1..v9 pushed (built into the
+    shared cache /var/cache/cairn/images/layout, reused while the builder's inputs are unchanged:
+    the build is reproducible). CAIRN_REGISTRY names it for this process and its children; every
+    other process of the session finds it through CAIRN_HOME. ``pytest_unconfigure``'s ``down``
+    stops it."""
+    from cairn.images import build, defaults, registry
+
+    address = registry.start(defaults.registry_dir(), port=0)
+    pushed = build.build_and_push(address, build.TEST_VERSIONS)
+    os.environ[defaults.ENV_VAR] = address
+    return OciImages(address, {name.removeprefix(f"{address}/"): digest for name, digest in pushed.items()})
+
+
+@pytest.fixture(scope="session")
+def prefect_server(oci_images: OciImages) -> Iterator[str]:
     """A real Prefect server (SQLite, all services) on the port chosen at configure time: the
-    platform's own start-up (``cairn.controlplane.up``), its first step only."""
+    platform's own start-up (``cairn.controlplane.up``): the registry (``oci_images``) and the server."""
     from cairn.controlplane import up
 
     url = os.environ["PREFECT_API_URL"]
@@ -71,7 +101,7 @@ def cli(prefect_server: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def platform(prefect_server: str) -> str:
+def platform(prefect_server: str, oci_images: OciImages) -> str:
     """The whole platform as `cairn up` runs it (``cairn.controlplane.up``): the session's server,
     with deployments, the warm start server, a process worker and the local agent."""
     from cairn.controlplane import up

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import OciImages
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "shop.yaml"
 pytestmark = pytest.mark.prefect
@@ -82,7 +84,7 @@ def test_bad_file_exits_2_names_the_field_and_stores_nothing(cli, secret: str, t
     assert not any("fresh" in name for names in stored(cli).values() for name in names)
 
 
-def test_dry_run_prints_the_plan_and_creates_nothing(cli, secret: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_prints_the_plan_and_creates_nothing(cli, secret: str, tmp_path: Path, oci_images: OciImages) -> None:  # type: ignore[no-untyped-def]
     cli("apply", "-f", str(EXAMPLE), check=True)
     # A dry run checks what the order would: a version of a code-package app must be packed first.
     missing = cli("release", "create", "shop-api", "production", "--version", "never-packed", "--dry-run")
@@ -93,6 +95,10 @@ def test_dry_run_prints_the_plan_and_creates_nothing(cli, secret: str, tmp_path:
     plan = json.loads(proc.stdout)
     assert [b["size"] for b in plan["batches"]] == [1, 1, 2]
     assert plan["batches"][0] == {"index": 1, "size": 1, "slots": [0], "instances": ["shop-api-production-0"], "pause_after": True}
+    # The example's short cairn/python:3.11, qualified with the session's registry and pinned.
+    assert plan["image"] == oci_images.ref("cairn/python:3.11")
+    shown = cli("release", "create", "shop-api", "production", "--version", "v2", "--dry-run", check=True)
+    assert f"image: {oci_images.ref('cairn/python:3.11')}" in shown.stdout
     refused = cli("release", "create", "shop-api", "production", "--version", "v2", "--batches", "5", "--dry-run")
     assert refused.returncode == 2 and "batches" in refused.stderr
 

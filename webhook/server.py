@@ -164,9 +164,9 @@ def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
 
 def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
     """Refuse now what the order would fail on (the pre-flight check every door runs, which stores
-    nothing): unknown app, environment or version, too many batches (422), or an environment
-    another order holds (409)."""
-    from cairn.errors import CairnError, Conflict, NotFound
+    nothing): unknown app, environment or version, too many batches (422), an environment
+    another order holds (409), or an image registry that does not answer (503: retry later)."""
+    from cairn.errors import CairnError, Conflict, NotFound, TemporaryError
     from cairn.orders import events, rules
     from cairn.orders.requests import check
 
@@ -182,6 +182,8 @@ def _check(req: ReleaseRequest, automation: uuid.UUID) -> None:
         raise Refusal(422, exc.message, {"hint": exc.hint}) from None
     except ConfigError as exc:
         raise Refusal(422, "invalid release request", _problems(exc)) from None
+    except TemporaryError as exc:
+        raise Refusal(503, exc.message, {"hint": exc.hint}) from None
     except CairnError as exc:
         raise Refusal(422, exc.message) from None
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cairn.config import EnvironmentSpec
+from cairn.imageref import Reference, is_short
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Event, Instance, Runtime
 
@@ -62,6 +63,7 @@ class Harness:
     """A runtime under test plus what tests need around it."""
 
     cluster = "local"
+    registry: str | None = None  # the session's registry (``oci_images``): short image names are its images
 
     def __init__(self, kind: str, runtime: Runtime, state_dir: Path | None,
                  restart: Callable[[], None] | None) -> None:
@@ -88,6 +90,8 @@ class Harness:
         merged = _merge(base, spec)
         if merged.get("health_check") == {}:
             merged["health_check"] = None
+        if self.registry and is_short(merged["image"]):  # qualified as an order qualifies it (orders.images)
+            merged["image"] = str(Reference.parse(merged["image"], default_registry=self.registry, tagless=True))
         return Revision(app=ref.app, environment=ref.environment, deploy_type=deploy_type, version=version,  # type: ignore[arg-type]
                         spec=EnvironmentSpec.model_validate(merged), package_digest=package_digest)
 
@@ -194,6 +198,7 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Harness]:
         harness = Harness("local", LocalRuntime(state), state, _restart_local(state))
     else:
         harness = _kubernetes(request.getfixturevalue("k8s_cluster"), request.getfixturevalue("k8s_images"))
+    harness.registry = request.getfixturevalue("oci_images").registry
     yield harness
     harness.cleanup()
 

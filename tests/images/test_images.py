@@ -14,6 +14,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_APP = REPO / "examples" / "demo-app" / "app.py"
 
 
+def _spec(rootfs: Path) -> dict[str, Any]:
+    return dict(json.loads((rootfs.parent / "config.json").read_text()))
+
+
 def _blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
 
@@ -34,6 +39,9 @@ def test_equal_inputs_build_equal_digests(images: Images, image_tmp: Path) -> No
     again = build.build(image_tmp / "layout-again", ("v1", "v2"))
     assert again.manifests == images.manifests
     assert set(images.manifests) == {"cairn/python:3.11", "cairn/demo-app:v1", "cairn/demo-app:v2"}
+    # The same inputs again into the same layout: reused as recorded, nothing rebuilt.
+    reused = build.build(image_tmp / "layout-again", ("v2",))
+    assert reused.manifests == {k: v for k, v in images.manifests.items() if k != "cairn/demo-app:v1"}
     assert images.manifests["cairn/demo-app:v1"] != images.manifests["cairn/demo-app:v2"]
 
 
@@ -53,11 +61,18 @@ def test_layers_have_no_owners_no_build_clock_and_sorted_entries(images: Images)
     assert {"usr/bin/python3.11", "usr/bin/busybox", "usr/lib/x86_64-linux-gnu/libc.so.6"} <= set(names)
     assert not any(n.startswith("usr/lib/python3.11/test/") for n in names)
     with tarfile.open(fileobj=gzip.GzipFile(fileobj=io.BytesIO(_blob(images.layout, app)))) as tar:
-        assert tar.getnames() == ["app", "app/VERSION", "app/app.py"]
+        assert tar.getnames() == ["acs", "acs/code", "acs/code/app.py"]
         assert {m.mtime for m in tar.getmembers()} == {0}
+    assert {"acs/code"} <= set(names)  # the deploy root code packages unpack into
     config = json.loads(_blob(images.layout, manifest["config"]["digest"]))
-    assert config["config"]["Entrypoint"] == ["python3", "/app/app.py"]
+    assert {k: config["config"][k] for k in ("Entrypoint", "Cmd", "WorkingDir", "Env")} == {
+        "Entrypoint": ["python3"], "Cmd": ["/acs/code/app.py"], "WorkingDir": "/acs/code",
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "APP_VERSION=v1", "PYTHONUNBUFFERED=1"]}
     assert config["created"] == "1970-01-01T00:00:00Z"
+    base_config = json.loads(_blob(images.layout, python["config"]["digest"]))["config"]
+    assert {k: base_config[k] for k in ("Entrypoint", "Cmd", "WorkingDir", "Env")} == {
+        "Entrypoint": ["python3"], "Cmd": ["app.py"], "WorkingDir": "/acs/code",
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1"]}
 
 
 def test_resolve_gives_the_built_digest_from_the_registry(images: Images) -> None:
@@ -79,7 +94,7 @@ def test_a_moved_tag_resolves_anew_while_the_old_digest_still_pulls_the_old_byte
 
     store = ImageStore(image_tmp / "store-moved")
     assert store.pull(f"{moving}@{first}") == first
-    assert (store.unpack(first) / "app" / "VERSION").read_text() == "v1\n"
+    assert "APP_VERSION=v1" in _spec(store.unpack(first))["process"]["env"]
     assert store.digests() == [first]
 
 
@@ -89,11 +104,12 @@ def test_pull_and_unpack_give_a_rootfs_that_runs_the_demo_app(images: Images, im
     store.pull(f"{images.registry}/cairn/demo-app:v2@{digest}")
     rootfs = store.unpack(digest)
     assert rootfs == image_tmp / "store" / "bundles" / digest[7:] / "rootfs"
-    assert (rootfs / "app" / "app.py").read_bytes() == DEMO_APP.read_bytes()
-    assert (rootfs / "app" / "VERSION").read_text() == "v2\n"
+    assert (rootfs / "acs" / "code" / "app.py").read_bytes() == DEMO_APP.read_bytes()
+    assert not (rootfs / "acs" / "code" / "VERSION").exists()
     # umoci writes the runc bundle's spec from the image config: runc's input in issue 17.
-    spec = json.loads((rootfs.parent / "config.json").read_text())
-    assert spec["process"]["args"] == ["python3", "/app/app.py"]
+    spec = _spec(rootfs)
+    assert spec["process"]["args"] == ["python3", "/acs/code/app.py"] and spec["process"]["cwd"] == "/acs/code"
+    assert "APP_VERSION=v2" in spec["process"]["env"]
     if os.geteuid() != 0:
         pytest.skip("chroot needs root")
     done = subprocess.run(["chroot", str(rootfs), "/usr/bin/python3", "-c",
