@@ -9,7 +9,8 @@ The API (routes.py) is a Starlette app; uvicorn serves it on ``agent.sock`` in t
 directory, on a socket this module binds with mode 0600 before uvicorn listens on it (uvicorn's
 own ``uds=`` would listen first and then chmod the socket to 0666: a root agent's socket must
 never be open to other users, not even for an instant). HTTP/1.1 keeps the client's connections
-alive between calls. Only the agent process imports this module and routes.py: the client never loads Starlette or uvicorn (see the package's lazy ``__init__``).
+alive between calls. Only the agent process imports this module and routes.py: the client
+never loads Starlette or uvicorn (see the package's lazy ``__init__``).
 
 Run as ``python -m cairn.runtimes.local.agent --state-dir DIR`` (``control.start_agent`` does).
 """

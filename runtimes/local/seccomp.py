@@ -20,6 +20,15 @@ from typing import Any
 from cairn.errors import PermanentError
 
 PROFILE = Path("/usr/share/containers/seccomp.json")
+# containers-common allows these to everyone and leaves the refusal to the kernel's capability
+# checks; Docker's profile (and so Kubernetes' RuntimeDefault under Docker's rules) allows them
+# only with CAP_SYS_ADMIN. Without it cairn refuses them at the syscall, as Docker does: an
+# unprivileged user namespace (unshare -U) would otherwise hand a process capabilities again.
+ADMIN_ONLY = frozenset({"mount", "umount", "umount2", "unshare", "setns", "pivot_root", "mount_setattr", "move_mount",
+                        "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "clone", "clone3"})
+# Docker's clone rule: any flags but the new-namespace ones (CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|
+# NEWUSER|NEWPID|NEWNET); clone3, whose flags seccomp cannot read, answers ENOSYS so libc falls back.
+_NAMESPACE_FLAGS = 0x7E020000
 _ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
@@ -62,12 +71,21 @@ def profile(capabilities: Iterable[str], path: Path = PROFILE, machine: str | No
             continue
         if _holds(rule.get("excludes") or {}, arch, caps, excludes=True):
             continue
-        kept: dict[str, Any] = {"names": list(rule["names"]), "action": rule["action"]}
+        names = list(rule["names"])
+        if "CAP_SYS_ADMIN" not in caps and rule["action"] == "SCMP_ACT_ALLOW":
+            names = [n for n in names if n not in ADMIN_ONLY]
+            if not names:
+                continue
+        kept: dict[str, Any] = {"names": names, "action": rule["action"]}
         if rule.get("args"):
             kept["args"] = [{k: a[k] for k in ("index", "value", "valueTwo", "op") if k in a} for a in rule["args"]]
         if rule.get("errnoRet") is not None:
             kept["errnoRet"] = rule["errnoRet"]
         syscalls.append(kept)
+    if "CAP_SYS_ADMIN" not in caps:
+        syscalls.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                         "args": [{"index": 0, "value": _NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]})
+        syscalls.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38})
     result: dict[str, Any] = {"defaultAction": source.get("defaultAction", "SCMP_ACT_ERRNO"),
                               "architectures": architectures, "syscalls": syscalls}
     if source.get("defaultErrnoRet") is not None:

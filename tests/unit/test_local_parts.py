@@ -1,56 +1,24 @@
-"""The local runtime's pure parts: images, logs, events, addresses, back-off."""
+"""The local runtime's pure parts: logs, events, addresses, back-off, state directories."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from cairn.errors import PermanentError
-from cairn.runtimes.local import events, images, logs, netns
-from cairn.runtimes.local.shim import backoff_delay
-
-ROOT = Path(__file__).resolve().parents[2]
+from cairn.runtimes.local import events, logs, netns
+from cairn.runtimes.local.supervisor import backoff_delay
 
 
-def test_shipped_demo_image_carries_the_demo_app() -> None:
-    shipped = images.SHIPPED / "cairn" / "demo-app" / "rootfs" / "acs" / "code" / "app.py"
-    assert shipped.read_text() == (ROOT / "examples" / "demo-app" / "app.py").read_text(), "copy examples/demo-app/app.py into the image"
-
-
-def test_demo_image_accepts_any_tag_as_its_version() -> None:
-    image = images.resolve("cairn/demo-app:v2")
-    assert image.env["APP_VERSION"] == "v2"
-    assert image.argv(None) == ["python3", "/acs/code/app.py"]
-    assert image.argv(["sh", "-c", "true"]) == ["sh", "-c", "true"]
-    assert images.resolve("cairn/python:3.11").workdir == "/acs/code"
-
-
-def test_images_on_the_search_path_come_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "cairn" / "python" / "3.11").mkdir(parents=True)
-    (tmp_path / "cairn" / "python" / "3.11" / "image.json").write_text('{"entrypoint": ["mine"], "workdir": "/w"}')
-    monkeypatch.setenv("CAIRN_IMAGES", f"/nonexistent:{tmp_path}")
-    assert images.resolve("cairn/python:3.11").entrypoint == ["mine"]
-
-
-def test_a_missing_image_names_where_it_looked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("CAIRN_IMAGES", str(tmp_path))
-    with pytest.raises(PermanentError) as caught:
-        images.resolve("cairn/python:2.7")
-    assert "cairn/python:2.7" in caught.value.message and caught.value.hint and str(tmp_path) in caught.value.hint
-
-
-def test_logs_rotate_at_their_size_and_keep_so_many(tmp_path: Path) -> None:
-    log = logs.RotatingLog(tmp_path / "c.log", max_bytes=200, keep=2)
-    log.redact = lambda text: text.replace("hunter2", "***")
-    for i in range(40):
-        log.write("stdout", f"line {i} hunter2")
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["c.log", "c.log.1", "c.log.2"]
-    lines = list(logs.read(tmp_path / "c.log", tail=3))
-    assert len(lines) == 3 and lines[-1].endswith("stdout line 39 ***")
-    assert not any("hunter2" in p.read_text() for p in tmp_path.iterdir())
+def test_appended_lines_read_back_in_order_with_rotated_files_first(tmp_path: Path) -> None:
+    (tmp_path / "c.log.2").write_text("t0 stdout oldest\n")
+    (tmp_path / "c.log.1").write_text("t1 stdout older\n")
+    for i in range(3):
+        logs.append_line(tmp_path / "c.log", "/acs/logs/access.log", f"line {i}\n")
+    lines = list(logs.read(tmp_path / "c.log"))
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "stdout oldest", "stdout older", "/acs/logs/access.log line 0", "/acs/logs/access.log line 1", "/acs/logs/access.log line 2"]
+    assert lines[-1][:4].isdigit() and list(logs.read(tmp_path / "c.log", tail=1)) == lines[-1:]
 
 
 def test_events_round_trip_with_warnings_marked(tmp_path: Path) -> None:
@@ -73,21 +41,6 @@ def test_addresses_skip_the_bridge_range_and_used_ones() -> None:
 
 def test_back_off_doubles_to_thirty_times_the_base() -> None:
     assert [backoff_delay(10, n) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
-def test_cgroup_limits_are_written() -> None:
-    from cairn.runtimes.local import cgroups
-
-    if cgroups.problem():
-        pytest.skip(cgroups.problem())
-    paths = cgroups.create("cairn-unit-test", 64, 0.5)
-    try:
-        assert Path(paths["memory"], "memory.limit_in_bytes").read_text().strip() == str(64 * 1024 * 1024)
-        assert Path(paths["cpu"], "cpu.cfs_quota_us").read_text().strip() == "50000"
-    finally:
-        cgroups.remove(paths)
-    assert not Path(paths["memory"]).exists()
 
 
 def test_an_unreachable_agent_is_a_temporary_error(tmp_path: Path) -> None:
