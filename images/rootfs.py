@@ -3,8 +3,8 @@
 Debian's python3.11 (the interpreter, its standard library less the parts a server never
 uses, and exactly the shared libraries ``ldd`` names for it and its extension modules) plus
 busybox-static for ``sh``, ``wget``, ``ps`` and the other small tools a probe or a shell
-wants. Copying is seconds of work, where debootstrap is minutes and a mirror dependency; the
-same idea as the test cluster's tests/cluster/image.py, which the next step replaces with this.
+wants. Copying is seconds of work, where debootstrap is minutes and a mirror dependency. The
+test cluster's node pulls these same images from the same registry (tests/cluster/registries.py).
 
 The inputs are the Debian packages themselves (``package_versions`` names them), so a
 reproducible build means: the same package versions give the same layer bytes.

@@ -111,7 +111,8 @@ def _init_started(pod: dict[str, Any]) -> bool:
 def hint(reason: str) -> str:
     """What the user can do about a reason ``admit`` returned."""
     if "image" in reason and "not present" in reason:
-        return "import the image on the nodes (ctr -n k8s.io images import) or push it to a registry the nodes can pull from"
+        return ("push the image to a registry the nodes pull from (python -m cairn.images.build --push REGISTRY for "
+                "the project's own) and check that image: names it, registry host included")
     if reason.startswith("Unschedulable"):
         return "lower cpu/memory, add nodes, or fix the namespace's pod defaults (nodeSelector, tolerations)"
     if "host path" in reason:

@@ -30,6 +30,11 @@ PACKAGE_KEY = "package.tar.gz"
 PACKAGE_LIMIT = 900 * 1024
 POST_START_FAILED = "PostStart hook failed"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]")
+# runc's default capability set: what the local runtime's containers hold, so an app sees the same
+# powers on both runtimes (no SYS_ADMIN, SYS_PTRACE, SYS_MODULE). Written out as drop ALL + add
+# rather than left to the node's container runtime, whose default differs (CRI-O's is smaller).
+RUNC_CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                     "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
 
 
 def label_value(text: str | None) -> str:
@@ -104,6 +109,19 @@ def package_configmap(revision: Revision, namespace: str, package: bytes) -> dic
 def _seconds(value: float, floor: int = 0) -> int:
     """Kubernetes counts probe and grace times in whole seconds: round up, never below ``floor``."""
     return max(floor, math.ceil(value - 1e-9))
+
+
+def container_security() -> dict[str, Any]:
+    """Every container's security context, the local runtime's runc spec in Kubernetes terms: no
+    privilege escalation (runc's noNewPrivileges), runc's capabilities, never privileged, the
+    default /proc masks (procMount Default). The user stays the image's, as it does locally."""
+    return {"allowPrivilegeEscalation": False, "privileged": False, "procMount": "Default",
+            "capabilities": {"drop": ["ALL"], "add": list(RUNC_CAPABILITIES)}}
+
+
+def pod_security() -> dict[str, Any]:
+    """The pod's: the container runtime's default seccomp profile (the local runtime's too)."""
+    return {"seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _probe(check: HealthCheck, *, initial_delay: int, success: int) -> dict[str, Any]:
@@ -185,7 +203,7 @@ def _log_sidecar(spec: EnvironmentSpec, image: str, app_mounts: list[dict[str, A
         "done; sleep 1 & wait $!; done"
     )
     return {"name": LOGS, "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script],
-            "volumeMounts": mounts, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+            "securityContext": container_security(), "volumeMounts": mounts, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                                                    "limits": {"cpu": "10m", "memory": "16Mi"}}}
 
 
@@ -212,7 +230,7 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
         "name": CONTAINER, "image": revision.image, "imagePullPolicy": "IfNotPresent", "env": env,
         "resources": {"requests": resources, "limits": resources},
         "ports": [{"containerPort": p.container_port, "protocol": "TCP", **({"name": p.name} if p.name else {})} for p in spec.ports],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": container_security(),
         **probes(spec.health_check),
     }
     if spec.command:
@@ -228,7 +246,7 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
                   f"tar -xzf /cairn/package/{PACKAGE_KEY} -C {shlex.quote(root)}")
         init.append({"name": UNPACK, "image": revision.image, "imagePullPolicy": "IfNotPresent",
                      "command": ["sh", "-c", unpack], "resources": {"requests": resources, "limits": resources},
-                     "terminationMessagePolicy": "FallbackToLogsOnError",
+                     "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": container_security(),
                      "volumeMounts": [{"name": "code", "mountPath": root},
                                       {"name": "package", "mountPath": "/cairn/package", "readOnly": True}]})
     if spec.files:
@@ -248,8 +266,12 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
     if spec.logs.files:
         containers.append(_log_sidecar(spec, revision.image, mounts, volumes))
     container["volumeMounts"] = mounts
+    # No host namespace, no process namespace shared between the app and its log sidecar, no
+    # service account token: an instance reaches neither the node nor the cluster's API.
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Always", "enableServiceLinks": False, "automountServiceAccountToken": False,
+        "hostNetwork": False, "hostPID": False, "hostIPC": False, "shareProcessNamespace": False,
+        "securityContext": pod_security(),
         "terminationGracePeriodSeconds": _seconds(spec.lifecycle.termination_grace_period_s),
         "containers": containers, "volumes": volumes,
     }

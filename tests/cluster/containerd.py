@@ -1,5 +1,6 @@
-"""containerd on cluster a's real node: its configuration (CRI, CNI bridge, runc), its start,
-and the locally built images it is given (there is no registry to pull from).
+"""containerd on cluster a's real node: its configuration (CRI, CNI bridge, runc, the registry
+hosts directory), its start, and the one image it is given rather than pulls: the pod sandbox
+(sandbox.py). App images are pulled from the registries registries.py lists.
 """
 
 from __future__ import annotations
@@ -9,19 +10,19 @@ import pathlib
 import shutil
 import subprocess
 
-import image
 import proxy
+import registries
+import sandbox
 from layout import (
     BRIDGE,
     CACHE,
-    DEMO_IMAGE,
     NODE_IP,
     PAUSE_BIN,
     PAUSE_IMAGE,
     POD_SUBNET,
-    PYTHON_IMAGE,
     RUN,
     SERVICE_CIDR,
+    STATE,
     cdir,
     containerd_sock,
     log,
@@ -33,6 +34,7 @@ from processes import start, wait_for
 def write_containerd_config() -> pathlib.Path:
     d = cdir("a") / "containerd"
     (d / "net.d").mkdir(parents=True, exist_ok=True)
+    registries.hosts_dir(STATE).mkdir(parents=True, exist_ok=True)
     # isGateway/ipMasq off: the bridge already carries NODE_IP (set by ensure_bridge), so
     # the host reaches pods (probes, tests) but pods get no route off the bridge and the
     # plugin never turns on the machine's IP forwarding.
@@ -74,7 +76,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   path = "{d / 'opt'}"
 
 [{cri}]
-  # Built locally by image.py and imported: the sandbox never needs a registry.
+  # Built locally by sandbox.py and imported: the sandbox never needs a registry.
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
@@ -98,6 +100,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   BinaryName = "{shutil.which('runc') or '/usr/sbin/runc'}"
   SystemdCgroup = false
 
+[{cri}.registry]
+  # One hosts.toml per registry (registries.py), read at each pull: the test session adds its
+  # loopback registry while the cluster runs.
+  config_path = "{registries.hosts_dir(STATE)}"
+
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{d / 'net.d'}"
@@ -113,17 +120,14 @@ def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=check, timeout=300)
 
 
-def import_images() -> None:
-    archives = image.build(CACHE / "images", PAUSE_BIN)
+def import_sandbox() -> None:
+    archive = sandbox.build(CACHE / "images", PAUSE_BIN)
     stamp = cdir("a") / "containerd" / "imported"
-    key = archives[DEMO_IMAGE].parent.name
-    have = ctr("images", "ls", "-q").stdout.split()
-    wanted = {f"docker.io/{DEMO_IMAGE}", f"docker.io/{PYTHON_IMAGE}", PAUSE_IMAGE}
-    if stamp.exists() and stamp.read_text().strip() == key and wanted <= set(have):
+    key = archive.parent.name
+    if stamp.exists() and stamp.read_text().strip() == key and PAUSE_IMAGE in ctr("images", "ls", "-q").stdout.split():
         return
-    for name, path in archives.items():
-        ctr("images", "import", str(path))
-        log(f"imported {name} into containerd")
+    ctr("images", "import", str(archive))
+    log(f"imported {PAUSE_IMAGE} into containerd")
     stamp.write_text(key + "\n")
 
 
@@ -134,5 +138,4 @@ def start_containerd() -> None:
     containerd_sock().parent.mkdir(parents=True, exist_ok=True)
     start("a", "containerd", ["containerd", f"--config={cfg}", "--log-level=warn"])
     wait_for("containerd socket", lambda: ctr("version", check=False).returncode == 0, 60, "a", "containerd")
-    import_images()
-
+    import_sandbox()

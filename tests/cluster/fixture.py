@@ -29,6 +29,8 @@ import time
 
 import pytest
 
+from tests.cluster import registries
+
 HERE = pathlib.Path(__file__).resolve().parent
 CLUSTER_PY = HERE / "cluster.py"
 EXIT_UNSUPPORTED = 3
@@ -58,6 +60,7 @@ class K8sClusters:
     kwok_node_selector: dict[str, str]
     versions: dict[str, str]
     state_dir: str
+    registry_hosts_dir: str  # containerd's config_path on the real node ("" on a cluster from before it)
 
     @property
     def kubeconfig_a(self) -> str:
@@ -77,6 +80,14 @@ class K8sClusters:
 
     def cluster(self, name: str) -> ClusterInfo:
         return {"a": self.a, "b": self.b}[name]
+
+    def pull_from(self, registry: str) -> None:
+        """Let the real node's containerd pull from the loopback registry ``registry``
+        (``127.0.0.1:PORT``) over plain HTTP; idempotent, no restart (registries.py)."""
+        if not self.registry_hosts_dir:
+            pytest.fail("the running test cluster was started before registry pulls existed "
+                        "(its containerd has no config_path): tests/cluster/down, then tests/cluster/up", pytrace=False)
+        registries.trust(pathlib.Path(self.registry_hosts_dir), registry)
 
     def kubectl(self, cluster: str, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess:
@@ -98,6 +109,7 @@ def _from_info(info: dict) -> K8sClusters:
         containerd_socket=info["containerd_socket"], images=info["images"],
         kwok_toleration=info["kwok"]["toleration"], kwok_node_selector=info["kwok"]["node_selector"],
         versions=info["versions"], state_dir=str(pathlib.Path(info["clusters"]["a"]["kubeconfig"]).parents[1]),
+        registry_hosts_dir=info.get("registry_hosts_dir", ""),
     )
 
 

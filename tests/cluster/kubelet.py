@@ -43,7 +43,8 @@ def start_kubelet() -> None:
         "podLogsDir": str(cdir("a") / "pod-logs"),
         "failSwapOn": False,
         "registerNode": True,
-        # Images here cannot be pulled again: never garbage-collect them.
+        # The sandbox image cannot be pulled again (it is imported, sandbox.py), and the app images
+        # come from a registry that lives only as long as a test session: never garbage-collect them.
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         # The disk and memory are shared with other work: evict only when truly short.
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",

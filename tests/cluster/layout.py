@@ -72,8 +72,6 @@ REAL_NODE = "cairn-a-real"
 KWOK_POD_CIDR = "10.224.0.0/16"
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 
-DEMO_IMAGE = "cairn/demo-app:latest"
-PYTHON_IMAGE = "cairn/python:3.11"
 PAUSE_IMAGE = "cairn.local/pause:1.0"
 
 

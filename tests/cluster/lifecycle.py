@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import proxy
+import registries
 from apiserver import apiserver_ready, kubectl, nodes_ready, start_apiserver
 from containerd import start_containerd
 from controllers import healthz_ok, start_controllers
@@ -25,7 +26,6 @@ from layout import (
     CLUSTERS,
     COMPONENTS,
     CRICTL_BIN,
-    DEMO_IMAGE,
     ETCD_BIN,
     HERE,
     K8S_BIN,
@@ -36,7 +36,6 @@ from layout import (
     KWOK_STAGES,
     PAUSE_BIN,
     PAUSE_IMAGE,
-    PYTHON_IMAGE,
     REAL_NODE,
     RUN,
     STATE,
@@ -55,14 +54,14 @@ from processes import kill, pids_matching, running_pid, stop, wait_for
 def preflight() -> None:
     if os.geteuid() != 0:
         raise Unsupported("must run as root (kubelet, containerd, mounts, cgroups)")
-    missing = [t for t in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "openssl", "ip", "ldd", "iptables")
+    missing = [t for t in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "openssl", "ip", "iptables")
                if not shutil.which(t)]
     missing += [p for p in ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback",
-                            "/usr/lib/cni/portmap", "/bin/busybox", "/usr/bin/python3.11")
+                            "/usr/lib/cni/portmap")
                 if not os.path.exists(p)]
     if missing:
         raise Unsupported("missing " + ", ".join(missing) + ": apt-get install containerd runc "
-                          "containernetworking-plugins busybox-static iproute2 iptables openssl python3.11")
+                          "containernetworking-plugins iproute2 iptables openssl")
     if not any(h.name == "memory" or "memory" in h.name.split(",") for h in cgroup_controllers()):
         raise Unsupported("no cgroup v1 memory hierarchy mounted under /sys/fs/cgroup")
 
@@ -98,7 +97,9 @@ def write_info(kwok_nodes: dict[str, list[str]]) -> dict:
                 "kwok_nodes": kwok_nodes.get(name, []),
             } for name, c in CLUSTERS.items()
         },
-        "images": {"demo_app": DEMO_IMAGE, "python": PYTHON_IMAGE, "pause": PAUSE_IMAGE},
+        # App images come from a registry (K8sClusters.pull_from); only the sandbox is local.
+        "images": {"pause": PAUSE_IMAGE},
+        "registry_hosts_dir": str(registries.hosts_dir(STATE)),
         "kwok": {"annotation": "=".join(KWOK_ANNOTATION),
                  "toleration": {"key": KWOK_ANNOTATION[0], "operator": "Equal", "value": KWOK_ANNOTATION[1],
                                 "effect": "NoSchedule"},

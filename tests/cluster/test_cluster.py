@@ -15,6 +15,8 @@ import uuid
 
 import pytest
 
+from tests.behaviour.conftest import k8s_images  # noqa: F401 - the node pulls the session registry's images
+
 pytestmark = pytest.mark.k8s
 
 
@@ -53,11 +55,17 @@ def apply(k8s_cluster, cluster: str, obj: dict) -> None:
     k8s_cluster.kubectl(cluster, "apply", "-f", "-", input=json.dumps(obj))
 
 
-def demo_container(k8s_cluster, **env: str) -> dict:
+@pytest.fixture(scope="module")
+def demo_image(k8s_images):  # noqa: F811 - the imported fixture
+    """cairn.images.build's demo app, as the node pulls it from the session's loopback registry."""
+    return f"{k8s_images.registry}/cairn/demo-app:v1"
+
+
+def demo_container(image: str, **env: str) -> dict:
     return {
         "name": "app",
-        "image": k8s_cluster.images["demo_app"],
-        "imagePullPolicy": "Never",  # built locally and imported: there is no registry
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",  # pulled once from the session's registry (k8s_images)
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": [{"containerPort": 8080}],
     }
@@ -114,9 +122,9 @@ def test_cluster_b_is_a_separate_cluster(k8s_cluster):
 # -------------------------------------------------------------------- real node: app
 
 @pytest.fixture(scope="module")
-def demo(k8s_cluster, ns_a):
+def demo(k8s_cluster, ns_a, demo_image):
     """A Deployment of the demo app on the real node; not Ready until /tmp/healthy exists."""
-    container = demo_container(k8s_cluster, APP_VERSION="9.9.9-cluster-test", DEMO_HEALTH_FILE="/tmp/healthy")
+    container = demo_container(demo_image, APP_VERSION="9.9.9-cluster-test", DEMO_HEALTH_FILE="/tmp/healthy")
     container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080},
                                    "periodSeconds": 1, "failureThreshold": 1}
     container["resources"] = {"requests": {"cpu": "10m", "memory": "32Mi"},
@@ -207,8 +215,8 @@ def test_kube_proxy_routes_a_service_cluster_ip_from_a_pod_and_from_the_node(k8s
         assert r.read().decode().strip() == "9.9.9-cluster-test"
 
 
-def test_pod_over_its_memory_limit_is_oomkilled(k8s_cluster, ns_a):
-    container = demo_container(k8s_cluster, DEMO_GROW_MB_PER_S="24")
+def test_pod_over_its_memory_limit_is_oomkilled(k8s_cluster, ns_a, demo_image):
+    container = demo_container(demo_image, DEMO_GROW_MB_PER_S="24")
     container["resources"] = {"requests": {"memory": "64Mi"}, "limits": {"memory": "64Mi"}}
     apply(k8s_cluster, "a", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "oom", "namespace": ns_a},
@@ -226,11 +234,11 @@ def test_pod_over_its_memory_limit_is_oomkilled(k8s_cluster, ns_a):
     assert term["exitCode"] == 137, term
 
 
-def test_prestop_hook_runs_before_sigterm(k8s_cluster, ns_a):
+def test_prestop_hook_runs_before_sigterm(k8s_cluster, ns_a, demo_image):
     # A hostPath on the real node (this machine) outlives the pod, so the order in which
     # the hook and the app wrote to it can be read after the pod is gone.
     host_dir = pathlib.Path(k8s_cluster.state_dir) / "a" / "hostpath" / f"{ns_a}-prestop"
-    container = demo_container(k8s_cluster, DEMO_LOG_FILE="/data/order.log", DEMO_SHUTDOWN_DELAY_S="0")
+    container = demo_container(demo_image, DEMO_LOG_FILE="/data/order.log", DEMO_SHUTDOWN_DELAY_S="0")
     container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
     container["lifecycle"] = {"preStop": {"exec": {"command": [
@@ -261,13 +269,13 @@ def test_prestop_hook_runs_before_sigterm(k8s_cluster, ns_a):
 
 # ----------------------------------------------------------------------- kwok scale
 
-def test_200_pods_on_kwok_nodes_become_ready(k8s_cluster, ns_a):
+def test_200_pods_on_kwok_nodes_become_ready(k8s_cluster, ns_a, demo_image):
     from kubernetes import client, config, watch
 
     replicas = 200
     api = config.new_client_from_config(config_file=k8s_cluster.kubeconfig_a)
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    container = demo_container(k8s_cluster)
+    container = demo_container(demo_image)
     container["imagePullPolicy"] = "IfNotPresent"
     apply(k8s_cluster, "a", {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "scale", "namespace": ns_a},
@@ -302,7 +310,7 @@ def test_200_pods_on_kwok_nodes_become_ready(k8s_cluster, ns_a):
     apps.delete_namespaced_deployment("scale", ns_a)
 
 
-def test_cluster_b_runs_pods_on_its_kwok_nodes(k8s_cluster):
+def test_cluster_b_runs_pods_on_its_kwok_nodes(k8s_cluster, demo_image):
     ns = f"cairn-test-b-{uuid.uuid4().hex[:6]}"
     k8s_cluster.kubectl("b", "create", "namespace", ns)
     try:
@@ -314,7 +322,7 @@ def test_cluster_b_runs_pods_on_its_kwok_nodes(k8s_cluster):
                      "template": {"metadata": {"labels": {"app": "web"}},
                                   "spec": {"nodeSelector": k8s_cluster.kwok_node_selector,
                                            "tolerations": [k8s_cluster.kwok_toleration],
-                                           "containers": [demo_container(k8s_cluster)]}}},
+                                           "containers": [demo_container(demo_image)]}}},
         })
         wait_until("5 ready replicas in b", lambda: k8s_cluster.kubectl_json(
             "b", "-n", ns, "get", "deployment", "web")["status"].get("readyReplicas") == 5, 120)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
+
 from cairn.config import EnvironmentSpec
 from cairn.revision import Revision
 from cairn.runtimes.kubernetes import manifests as m
@@ -111,8 +113,63 @@ def test_pod_defaults_place_pods_and_nothing_else() -> None:
     defaults = {"nodeSelector": {"type": "kwok"}, "tolerations": [{"key": "k", "operator": "Exists"}], "hostNetwork": True}
     spec = m.pod(revision(), 0, "ns", defaults=defaults)["spec"]
     assert spec["nodeSelector"] == {"type": "kwok"} and spec["tolerations"] == [{"key": "k", "operator": "Exists"}]
-    assert "hostNetwork" not in spec
+    assert spec["hostNetwork"] is False, "placement only: a default asking for the host network is ignored"
 
 
 def test_label_values_are_valid() -> None:
     assert m.label_value("v1.") == "v1" and m.label_value("a" * 80) == "a" * 63 and m.label_value("x/y z") == "x-y-z"
+
+
+# --- isolation: the local runtime's runc container, in pod terms ---------------------------------
+RUNC_DEFAULT = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+                "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
+SHAPES: dict[str, Any] = {
+    "image, app only": lambda: m.pod(revision(logs={"files": []}), 0, "ns"),
+    "image with log sidecar": lambda: m.pod(revision(), 0, "ns"),
+    "code package with unpack init container": lambda: m.pod(
+        revision("code-package", image="cairn/python:3.11", deploy_root="/acs/code"), 0, "ns"),
+    "pod defaults asking for host namespaces": lambda: m.pod(
+        revision(), 0, "ns", defaults={"hostPID": True, "hostNetwork": True, "hostIPC": True,
+                                       "securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+}
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
+def test_every_container_gets_runcs_powers_and_no_more(shape: str) -> None:
+    pod = SHAPES[shape]()
+    assert len(_containers(pod)) >= 1
+    for c in _containers(pod):
+        ctx = c["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["privileged"] is False, c["name"]
+        assert ctx["procMount"] == "Default", c["name"]
+        assert ctx["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert set(ctx["capabilities"]["add"]) == RUNC_DEFAULT, c["name"]
+        assert not {"runAsUser", "runAsGroup", "seLinuxOptions", "windowsOptions"} & set(ctx), "the image's user, as locally"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
+def test_the_pod_shares_nothing_with_the_node_or_the_cluster_api(shape: str) -> None:
+    spec = SHAPES[shape]()["spec"]
+    assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert spec["hostNetwork"] is spec["hostPID"] is spec["hostIPC"] is spec["shareProcessNamespace"] is False
+    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert not [v for v in spec["volumes"] if "projected" in v or "secret" in v], "no token or secret volume"
+
+
+CAPS_ABSENT = ["SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_ADMIN", "SYS_RAWIO", "SYS_TIME", "SYS_BOOT", "DAC_READ_SEARCH",
+               "BPF", "PERFMON", "SYSLOG"]
+
+
+@pytest.mark.parametrize("cap", CAPS_ABSENT, ids=CAPS_ABSENT)
+def test_powers_beyond_runcs_default_set_are_never_added(cap: str) -> None:
+    assert cap not in m.RUNC_CAPABILITIES and cap not in str(m.pod(revision(), 0, "ns")["spec"]["containers"])
+
+
+def test_each_container_gets_its_own_security_context() -> None:
+    first, second = m.container_security(), m.container_security()
+    first["capabilities"]["add"].append("SYS_ADMIN")
+    assert "SYS_ADMIN" not in second["capabilities"]["add"], "a caller editing one pod must not edit the next"
