@@ -113,29 +113,3 @@ def platform(prefect_server: str, oci_images: OciImages) -> str:
 
 def _port(api_url: str) -> int:
     return int(api_url.rsplit(":", 1)[1].split("/")[0])
-
-
-# --- stand-in (k8s branch) until the images helper's `oci_images` lands on main: same shape ---------
-@dataclass(frozen=True)
-class OciImages:
-    registry: str  # 127.0.0.1:PORT
-    pushed: dict[str, str]  # full reference -> manifest digest
-
-
-@pytest.fixture(scope="session")
-def oci_images() -> Iterator[OciImages]:
-    """The session's one registry (CAIRN_HOME/registry, a port the kernel picks) with every
-    project image pushed once; ``CAIRN_REGISTRY`` names it for whatever qualifies short names."""
-    from cairn.images import build, registry
-
-    home = Path(os.environ["CAIRN_HOME"])
-    address = registry.start(home / "registry", port=0)
-    pushed = build.build_and_push(address, home / "images-layout", [f"v{i}" for i in range(1, 10)])
-    previous = os.environ.get("CAIRN_REGISTRY")
-    os.environ["CAIRN_REGISTRY"] = address
-    yield OciImages(address, pushed)
-    if previous is None:
-        os.environ.pop("CAIRN_REGISTRY", None)
-    else:
-        os.environ["CAIRN_REGISTRY"] = previous
-    registry.stop(home / "registry")

@@ -238,20 +238,9 @@ def k8s_images(k8s_cluster: Any, oci_images: Any) -> Any:
     import subprocess
 
     k8s_cluster.pull_from(oci_images.registry)
-    _standin_short_names_from(k8s_cluster, oci_images.registry)
     image = f"{oci_images.registry}/cairn/demo-app:v1"
     pulled = subprocess.run([k8s_cluster.crictl_path, "--runtime-endpoint", f"unix://{k8s_cluster.containerd_socket}",
                              "pull", image], capture_output=True, text=True, timeout=300)
     if pulled.returncode != 0:
         pytest.fail(f"the real node cannot pull {image}: {pulled.stderr.strip()}", pytrace=False)
     return oci_images
-
-
-def _standin_short_names_from(k8s: Any, registry: str) -> None:
-    """STAND-IN (k8s branch only; delete at merge): until Harness.revision and Revision.image hand
-    runtimes full references (127.0.0.1:PORT/cairn/demo-app:v1, the images helper's part), a short
-    name reaches the kubelet as docker.io/cairn/...: containerd takes the session registry as
-    docker.io's mirror, so the tests run here before that lands."""
-    hosts = Path(k8s.registry_hosts_dir) / "docker.io" / "hosts.toml"
-    hosts.parent.mkdir(parents=True, exist_ok=True)
-    hosts.write_text(f'[host."http://{registry}"]\n  capabilities = ["pull", "resolve"]\n')
