@@ -31,8 +31,10 @@ def setup() -> str:
     os.environ["PREFECT_UI_ENABLED"] = "false"
     from cairn.controlplane import up
     from cairn.controlplane.processes import free_port
+    from cairn.images import build
 
-    up(port=free_port(4400))
+    platform = up(port=free_port(4400))
+    build.build_and_push(str(platform.registry), build.DEMO_VERSIONS)  # the versions shipped below
     return home
 
 
@@ -50,7 +52,7 @@ def register(instances: int) -> str:
     from cairn.configfile import load_data
 
     app = f"bench-{uuid.uuid4().hex[:6]}"
-    env = {"cluster": "bench-a", "image": "cairn/demo-app:latest", "instances": instances, "cpu": 0.25, "memory_mb": 96,
+    env = {"cluster": "bench-a", "image": "cairn/demo-app:v1", "instances": instances, "cpu": 0.25, "memory_mb": 96,
            "ports": [{"container_port": 8080}],
            "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.2, "timeout_s": 2, "failure_threshold": 50},
            "lifecycle": {"termination_grace_period_s": 5}}

@@ -22,8 +22,8 @@ _HOME = {"LocalRuntime": "client", "agent_status": "control", "start_agent": "co
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: a shim is started per instance and imports this package; it needs neither httpx
-    # nor the agent's code, and each import it skips shortens every instance's start.
+    # Lazy: the CLI imports parts of this package (runc, oci for a shell) and needs neither
+    # the agent's code nor, for most commands, httpx: each import skipped shortens a command.
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib

@@ -7,10 +7,14 @@ re-adopts instances by reading the tree alone:
     <state>/agent.sock, agent.pid, agent.log
     <state>/envs/<cluster>/<app>/<environment>/events.jsonl
     <state>/envs/<cluster>/<app>/<environment>/instances/<name>[~<k>]/
-        config.json   what the shim runs (no secret values)
-        status.json   what the shim reports (phase, pids, restarts, ...)
+        config.json   what the instance is: its revision, image and OCI spec (no secret values)
+        status.json   what its supervisor reports (phase, pids, restarts, ...)
         retiring      present once the agent began to stop it for a newer instance of its slot
-        code/ files/ netns layer/ root/ logs/
+        bundle/ rootfs/ layer/ run/ logs/   its container (container.py)
+        code/ files/ etc/ netns             what is mounted into it; its network namespace
+    <state>/images/   the content-addressed image store (cairn.images.store)
+    <state>/runc/     runc's own state of this agent's containers
+    <state>/bin/      cairn-shim, built from shim.c
 
 A slot's replacement starts while the instance it replaces is still stopping (as a Deployment
 creates a pod while the old one terminates), so for a while two directories hold one instance
