@@ -208,6 +208,16 @@ class Lifecycle(Spec):
     )
 
 
+UserId = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+
+
+class RunAs(Spec):
+    """Who the app runs as, instead of the image's user (a pod's runAsUser/runAsGroup)."""
+
+    uid: UserId = Field(title="User id", description="Numeric user id inside the instance, e.g. 1000.")
+    gid: UserId = Field(title="Group id", description="Numeric group id inside the instance, e.g. 1000.")
+
+
 class EnvironmentSpec(Spec):
     """Everything one environment's instances are made of. A release order snapshots it."""
 
@@ -223,6 +233,7 @@ class EnvironmentSpec(Spec):
         description='Name of a Prefect Secret block holding {"username": ..., "password": ...} for a private registry.',
     )
     command: list[str] | None = Field(None, title="Command", description="Overrides the image's entrypoint and arguments.")
+    user: RunAs | None = Field(None, title="Run as", description="uid and gid the app runs as; the image's user when empty.")
     instances: Annotated[int, Field(strict=True)] = Field(title="Instances", description="At least 2.")
     cpu: float = Field(title="CPU (cores)", description="Per instance, e.g. 0.5.")
     memory_mb: Annotated[int, Field(strict=True)] = Field(title="Memory (MB)", description=f"Per instance, a whole number >= {MEMORY_FLOOR_MB}.")

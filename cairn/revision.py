@@ -7,7 +7,7 @@ configuration, is what a release and a rollback apply.
 
 The snapshot pins the image: ``image_digest`` is the manifest digest the tag pointed at when
 the order was made, so a rollback runs the very bytes that ran before even if the tag moved.
-Fields added after revisions were first stored (``image_digest``, ``spec.image_pull_secret``)
+Fields added after revisions were first stored (``image_digest``, ``spec.image_pull_secret``, ``spec.user``)
 stay out of the digest while unset: a revision stored before them keeps its digest.
 """
 
@@ -27,7 +27,7 @@ from cairn.imageref import Reference, is_digest, is_short
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # Unset, these stay out of the digest's body (see the module's docstring).
 _LATER_FIELDS = ("image_digest",)
-_LATER_SPEC_FIELDS = ("image_pull_secret",)
+_LATER_SPEC_FIELDS = ("image_pull_secret", "user")
 
 
 def canonical_json(data: Any) -> str:

@@ -231,10 +231,12 @@ class Runtime(Protocol):
         secrets: Mapping[str, str] | None = None,
         replace_failed: bool = False,
         order: str | None = None,
+        pull_login: tuple[str, str] | None = None,
     ) -> None:
         """Bring each slot to ``revision``: replace a slot running another revision, create a
         missing one, leave one already on it (a failed one too, unless ``replace_failed``).
-        ``secrets`` maps each secret_env variable to its value; ``order`` labels what it creates
+        ``secrets`` maps each secret_env variable to its value; ``pull_login`` is the
+        (username, password) for a private registry (from the ``image_pull_secret`` block); ``order`` labels what it creates
         with the release order. What can be checked is checked before anything is created
         (both: secrets and the code package; local also the image, host paths and a taken
         host_port), and instances that cannot start are removed again (kubernetes: the cluster's

@@ -7,14 +7,13 @@ order, and a rollback to it later, ships that digest: a tag moved since changes 
 
 from __future__ import annotations
 
-import json
-
 from cairn.config import DeployType, EnvironmentSpec
 from cairn.errors import ConfigError, PermanentError
 from cairn.imageref import Reference
 from cairn.images import store
 from cairn.images.credentials import Credentials
 from cairn.images.defaults import qualify
+from cairn.tasks.context import pull_login
 
 
 def pin(spec: EnvironmentSpec, deploy_type: DeployType, version: str, where: str = "") -> tuple[EnvironmentSpec, str]:
@@ -26,28 +25,12 @@ def pin(spec: EnvironmentSpec, deploy_type: DeployType, version: str, where: str
     ref = qualified.with_tag(version) if deploy_type == "image" else qualified
     if ref.tag is None and ref.digest is None:
         raise ConfigError.single(field, spec.image, "give the image a tag or a digest (cairn never assumes :latest), e.g. cairn/python:3.11")
-    credentials = pull_credentials(spec.image_pull_secret) if spec.image_pull_secret else None
+    credentials = Credentials(*pull_login(spec.image_pull_secret)) if spec.image_pull_secret else None
     try:
         digest = store.resolve(ref, credentials)
     except PermanentError as exc:
         raise PermanentError(exc.message, hint=_fix(ref, deploy_type, exc)) from None
     return spec.model_copy(update={"image": str(qualified)}), digest
-
-
-def pull_credentials(secret: str) -> Credentials:
-    """The registry login in the Secret block ``secret``: JSON ``{"username", "password"}``.
-    The value never reaches a message (a malformed one is described, not quoted)."""
-    from cairn.blocks import store as blocks
-
-    field = "image_pull_secret"
-    try:
-        data = json.loads(blocks.get_secret(secret))
-    except ValueError:
-        raise ConfigError.single(field, secret, 'the secret must hold JSON {"username": ..., "password": ...}') from None
-    if not (isinstance(data, dict) and isinstance(data.get("username"), str) and isinstance(data.get("password"), str)
-            and data["username"]):
-        raise ConfigError.single(field, secret, 'the secret must hold JSON {"username": ..., "password": ...} (two strings)')
-    return Credentials(data["username"], data["password"])
 
 
 def _fix(ref: Reference, deploy_type: DeployType, exc: PermanentError) -> str | None:

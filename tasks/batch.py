@@ -17,7 +17,7 @@ from cairn.errors import BatchFailed
 from cairn.plan import SlotState
 from cairn.revision import Revision
 from cairn.runtime import Instance, Phase
-from cairn.tasks.context import Target, retry_temporary, secrets_for, target
+from cairn.tasks.context import Target, pull_login_for, retry_temporary, secrets_for, target
 
 # How long one long poll may wait without a change: the deadline is checked in between.
 LONG_POLL_S = 5.0
@@ -41,7 +41,8 @@ def slot_states(instances: Sequence[Instance]) -> dict[int, SlotState]:
 def apply_batch(order: str, batch: int, slots: list[int], revision: Revision, replace_failed: bool = False) -> list[int]:
     """Bring ``slots`` to ``revision``. Idempotent: slots already on it are left alone."""
     t = target(revision)
-    t.runtime.ensure(t.env, slots, revision, secrets=secrets_for(revision), replace_failed=replace_failed, order=order)
+    t.runtime.ensure(t.env, slots, revision, secrets=secrets_for(revision), replace_failed=replace_failed, order=order,
+                     pull_login=pull_login_for(revision))
     get_run_logger().info("batch %s: slots %s brought to revision %s", batch, slots, revision.short)
     return slots
 

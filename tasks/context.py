@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from cairn.blocks import documents
 from cairn.config import ClusterSpec
-from cairn.errors import TemporaryError
+from cairn.errors import ConfigError, TemporaryError
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Runtime
 from cairn.runtimes import connect
@@ -51,6 +51,30 @@ def secrets_for(revision: Revision) -> dict[str, str]:
     from cairn.blocks import store
 
     return {var: store.get_secret(name) for var, name in revision.spec.secret_env.items()}
+
+
+def pull_login_for(revision: Revision) -> tuple[str, str] | None:
+    """The registry login of ``image_pull_secret``, read at apply time, never stored."""
+    secret = revision.spec.image_pull_secret
+    return None if secret is None else pull_login(secret)
+
+
+def pull_login(secret: str) -> tuple[str, str]:
+    """The registry login in the Secret block ``secret``: JSON ``{"username", "password"}``.
+    The value never reaches a message (a malformed one is described, not quoted)."""
+    import json
+
+    from cairn.blocks import store
+
+    field = "image_pull_secret"
+    try:
+        data = json.loads(store.get_secret(secret))
+    except ValueError:
+        raise ConfigError.single(field, secret, 'the secret must hold JSON {"username": ..., "password": ...}') from None
+    if not (isinstance(data, dict) and isinstance(data.get("username"), str) and isinstance(data.get("password"), str)
+            and data["username"]):
+        raise ConfigError.single(field, secret, 'the secret must hold JSON {"username": ..., "password": ...} (two strings)')
+    return data["username"], data["password"]
 
 
 def retry_temporary(task: object, task_run: object, state: State[Any]) -> bool:

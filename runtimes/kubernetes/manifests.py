@@ -7,6 +7,7 @@ Nothing here talks to a cluster, so every mapping decision is unit-tested
 from __future__ import annotations
 
 import base64
+import json
 import math
 import posixpath
 import re
@@ -65,6 +66,10 @@ def secret_name(revision: Revision) -> str:
     return f"{revision.app}-{revision.environment}-env-{revision.short}"
 
 
+def pull_secret_name(revision: Revision) -> str:
+    return f"{revision.app}-{revision.environment}-pull-{revision.short}"
+
+
 def files_name(revision: Revision) -> str:
     return f"{revision.app}-{revision.environment}-files-{revision.short}"
 
@@ -93,6 +98,18 @@ def secret(revision: Revision, namespace: str, values: Mapping[str, str]) -> dic
             "metadata": _meta(secret_name(revision), namespace, _revision_labels(revision)), "data": data}
 
 
+def pull_secret(revision: Revision, namespace: str, login: tuple[str, str]) -> dict[str, Any]:
+    """The registry login as the kubelet reads one (``imagePullSecrets``): its own Secret, so no
+    value is ever part of a pod manifest."""
+    from cairn.imageref import Reference
+
+    auth = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+    config = json.dumps({"auths": {Reference.parse(revision.image).registry: {"auth": auth}}})
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": _meta(pull_secret_name(revision), namespace, _revision_labels(revision)),
+            "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}}
+
+
 def files_configmap(revision: Revision, namespace: str) -> dict[str, Any]:
     data = {f"file-{i}": f.content for i, f in enumerate(revision.spec.files)}
     return {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
@@ -114,7 +131,8 @@ def _seconds(value: float, floor: int = 0) -> int:
 def container_security() -> dict[str, Any]:
     """Every container's security context, the local runtime's runc spec in Kubernetes terms: no
     privilege escalation (runc's noNewPrivileges), runc's capabilities, never privileged, the
-    default /proc masks (procMount Default). The user stays the image's, as it does locally."""
+    default /proc masks (procMount Default). The user is the image's unless the environment's
+    ``user`` sets one (on the app container), as locally."""
     return {"allowPrivilegeEscalation": False, "privileged": False, "procMount": "Default",
             "capabilities": {"drop": ["ALL"], "add": list(RUNC_CAPABILITIES)}}
 
@@ -230,7 +248,8 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
         "name": CONTAINER, "image": revision.image, "imagePullPolicy": "IfNotPresent", "env": env,
         "resources": {"requests": resources, "limits": resources},
         "ports": [{"containerPort": p.container_port, "protocol": "TCP", **({"name": p.name} if p.name else {})} for p in spec.ports],
-        "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {**container_security(), **({"runAsUser": spec.user.uid, "runAsGroup": spec.user.gid} if spec.user else {})},
         **probes(spec.health_check),
     }
     if spec.command:
@@ -275,6 +294,8 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
         "terminationGracePeriodSeconds": _seconds(spec.lifecycle.termination_grace_period_s),
         "containers": containers, "volumes": volumes,
     }
+    if spec.image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": pull_secret_name(revision)}]
     if init:
         pod_spec["initContainers"] = init
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "runtimeClassName"):

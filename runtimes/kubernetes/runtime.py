@@ -44,8 +44,11 @@ class KubernetesRuntime:
 
     # --- ensure -----------------------------------------------------------------------------
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, *, secrets: Mapping[str, str] | None = None,
-               replace_failed: bool = False, order: str | None = None) -> None:
+               replace_failed: bool = False, order: str | None = None, pull_login: tuple[str, str] | None = None) -> None:
         secrets = dict(secrets or {})
+        if revision.spec.image_pull_secret and pull_login is None:
+            raise PermanentError(f"image_pull_secret {revision.spec.image_pull_secret} given but no login passed",
+                                 hint="pass the registry login (pull_login) to ensure")
         missing = sorted(set(revision.spec.secret_env) - set(secrets))
         if missing:
             raise PermanentError(f"no value for secret variables {', '.join(missing)}", hint="pass every secret_env value to ensure")
@@ -70,6 +73,8 @@ class KubernetesRuntime:
         defaults = self.api.pod_defaults()
         if revision.spec.secret_env:
             self.api.apply(m.secret(revision, self.namespace, secrets))
+        if revision.spec.image_pull_secret and pull_login is not None:
+            self.api.apply(m.pull_secret(revision, self.namespace, pull_login))
         if revision.spec.files:
             self.api.apply(m.files_configmap(revision, self.namespace))
         if package is not None:

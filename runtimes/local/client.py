@@ -88,10 +88,12 @@ class LocalRuntime:
 
     # --- the protocol ----------------------------------------------------------------------
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, *, secrets: Mapping[str, str] | None = None,
-               replace_failed: bool = False, order: str | None = None) -> None:
+               replace_failed: bool = False, order: str | None = None, pull_login: tuple[str, str] | None = None) -> None:
+        # Over the agent's socket (mode 0600, root's): the values live in the request only.
         body = {
             "env": _env(env), "slots": list(slots), "revision": revision.model_dump(mode="json", exclude={"digest"}),
             "secrets": dict(secrets or {}), "replace_failed": replace_failed, "order": order,
+            "pull_login": list(pull_login) if pull_login else None,
         }
         self._call("POST", "/ensure", body=body, timeout=None)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from cairn import packages
 from cairn.errors import CairnError, NotFound, PermanentError
+from cairn.images.credentials import Credentials
 from cairn.images.reference import Reference
 from cairn.images.store import ImageStore, resolve
 from cairn.procs import alive
@@ -146,15 +147,15 @@ class Node:
         return int(pid)
 
     # --- creating --------------------------------------------------------------------------
-    def _image(self, env: EnvRef, slots: Sequence[int], revision: Revision) -> Image:
+    def _image(self, env: EnvRef, slots: Sequence[int], revision: Revision, login: Credentials | None) -> Image:
         """The revision's image in the store, pulled by digest and unpacked once; a failure is an
         ``ErrImagePull`` event on each slot and an error, before anything starts."""
         try:
             ref = Reference.parse(revision.image)
-            pinned = ref if ref.digest else ref.at(resolve(ref))
+            pinned = ref if ref.digest else ref.at(resolve(ref, login))
             began = time.monotonic()
             had = self.images.has(str(pinned.digest))
-            self.images.pull(pinned)
+            self.images.pull(pinned, login)
             rootfs = self.images.unpack(str(pinned.digest))
         except CairnError as exc:
             for slot in slots:
@@ -202,7 +203,7 @@ class Node:
         mounts += [oci.Mount(m.host_path, m.path) for m in spec.dirs]
         image_env = dict(item.split("=", 1) for item in image.process.get("env", []) if "=" in item)
         image_env.pop("TERM", None)  # umoci's default for a terminal; the app has none
-        user = image.process.get("user") or {}
+        user: dict[str, Any] = {"uid": spec.user.uid, "gid": spec.user.gid} if spec.user else (image.process.get("user") or {})
         cid = container_id(env.cluster, directory)
         return oci.spec(oci.ContainerSpec(
             rootfs=str(directory / "rootfs"), hostname=name, netns=str(directory / "netns"),
@@ -274,19 +275,19 @@ class Node:
             raise
 
     def ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, secrets: Mapping[str, str],
-               replace_failed: bool, order: str | None) -> None:
+               replace_failed: bool, order: str | None, login: Credentials | None = None) -> None:
         with self._env_lock(env):
             self._validate(revision, secrets)
             host_ports = [p.host_port for p in revision.spec.ports if p.host_port]
             release = self.balancer.claim(env, host_ports) if self.balancer and host_ports else None
             try:
-                self._ensure(env, slots, revision, secrets, replace_failed, order)
+                self._ensure(env, slots, revision, secrets, replace_failed, order, login)
             finally:
                 if release:
                     release()
 
     def _ensure(self, env: EnvRef, slots: Sequence[int], revision: Revision, secrets: Mapping[str, str],
-                replace_failed: bool, order: str | None) -> None:
+                replace_failed: bool, order: str | None, login: Credentials | None) -> None:
         current = {i.slot: i for i in self.observe_slots(env, slots)}
         replace: list[int] = []
         create: list[int] = []
@@ -299,7 +300,7 @@ class Node:
         todo = sorted([*create, *replace])
         if not todo:
             return
-        image = self._image(env, todo, revision)  # before anything stops or starts: a bad image changes nothing
+        image = self._image(env, todo, revision, login)  # before anything stops or starts: a bad image changes nothing
         if replace:
             self._retire(env, replace)
         # In parallel, as a kubelet starts a batch's pods: a batch takes as long as its slowest

@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cairn.errors import CairnError, NotFound, PermanentError, TemporaryError
+from cairn.images.credentials import Credentials
 from cairn.revision import Revision
 from cairn.runtime import EnvRef, Instance
 from cairn.runtimes.local import cgroups, events, logs
@@ -105,8 +106,10 @@ def _events(agent: Agent, query: Query, _body: Body) -> Any:
 
 def _ensure(agent: Agent, _query: Query, body: Body) -> Any:
     revision = Revision.model_validate(body["revision"])
+    login = body.get("pull_login")
     agent.node.ensure(_env(body["env"]), body["slots"], revision, body.get("secrets") or {},
-                      bool(body.get("replace_failed")), body.get("order"))
+                      bool(body.get("replace_failed")), body.get("order"),
+                      Credentials(str(login[0]), str(login[1])) if login else None)
     return {"ok": True}
 
 

@@ -68,3 +68,26 @@ def test_a_secret_value_never_appears_in_logs_events_state_or_errors(runtime: Ha
             continue
     assert not leaked, f"secret value found in {leaked}"
     assert runtime.state_files(), "the search must have looked at something"
+
+
+def test_a_secret_the_app_prints_is_masked_in_its_log(runtime: Harness) -> None:
+    env = runtime.env("mask")
+    value = f"pw-{uuid.uuid4().hex}"
+    runtime.ensure(env, [0, 1], runtime.revision(env, secret_env={"DB_PASSWORD": "shop-db-password"}), secrets={"DB_PASSWORD": value})
+    first, _ = runtime.wait_ready(env, 2)
+    # Written to the app's own stdout (pid 1's), as an app that logs its configuration would.
+    printed = runtime.runtime.exec(env, first.name, ["sh", "-c", 'echo "connecting with password=$DB_PASSWORD" > /proc/1/fd/1'], user="bob")
+    assert printed.exit_code == 0, printed.stderr
+    runtime.wait(env, lambda _: any("connecting with" in line for line in runtime.runtime.logs(env, first.name)), 10,
+                         "the printed line in the log")
+    logged = [line for line in runtime.runtime.logs(env, first.name) if "connecting with" in line]
+    assert logged and all(line.endswith("stdout connecting with password=***") for line in logged), logged
+    assert not [p for p in runtime.state_files() if value.encode() in p.read_bytes()], "nor in any file the runtime keeps"
+
+
+def test_the_app_runs_as_the_configured_user(runtime: Harness) -> None:
+    env = runtime.env("runas")
+    runtime.ensure(env, [0, 1], runtime.revision(env, user={"uid": 1000, "gid": 1001}))
+    first, _ = runtime.wait_ready(env, 2)
+    seen = runtime.runtime.exec(env, first.name, ["sh", "-c", "id -u; id -g; stat -c %u /proc/1"], user="bob")
+    assert seen.stdout.split() == ["1000", "1001", "1000"], seen

@@ -114,3 +114,36 @@ def test_the_argv_skopeo_gets_is_built_from_file_paths_only() -> None:
     anonymous = skopeo.copy_argv(f"docker://{ref}", "oci:/x:y", src_ref=ref)
     assert "--src-no-creds" in anonymous  # never the host's own auth.json
     assert PASSWORD not in repr(Credentials(USER, PASSWORD))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the local runtime needs root")
+def test_the_local_runtime_pulls_a_private_image_with_its_login_and_refuses_without(private_image: tuple[str, str],
+                                                                                  image_tmp: Path) -> None:
+    """ensure's pull_login (what the release task reads from image_pull_secret) reaches the agent's
+    pull; without it the registry's refusal fails ensure before anything starts."""
+    from cairn.config import EnvironmentSpec
+    from cairn.revision import Revision
+    from cairn.runtime import EnvRef
+    from cairn.runtimes.local import LocalRuntime, start_agent, stop_agent
+
+    ref, _ = private_image
+    state = image_tmp / "private-agent"
+    start_agent(state)
+    try:
+        runtime = LocalRuntime(state)
+        env = EnvRef("local", "private", "test")
+        spec = EnvironmentSpec.model_validate({
+            "cluster": "local", "image": ref, "image_pull_secret": "team-registry", "instances": 2, "cpu": 0.1,
+            "memory_mb": 64, "command": ["sleep", "600"]})
+        image_revision = Revision(app="private", environment="test", deploy_type="image", version="3.11", spec=spec)
+        with pytest.raises(PermanentError) as refused:
+            runtime.ensure(env, [0], image_revision)
+        assert "refused access" in str(refused.value) and runtime.observe(env) == []
+        runtime.ensure(env, [0], image_revision, pull_login=(USER, PASSWORD))
+        [instance] = runtime.observe(env)
+        assert instance.revision == image_revision.digest
+        pulled = [e.message for e in runtime.events(env) if e.reason == "Pulled"]
+        assert pulled and ref.split(":")[0] in pulled[-1] and PASSWORD not in " ".join(pulled)
+        assert not [p for p in state.rglob("*") if p.is_file() and p.name != "netns" and PASSWORD.encode() in p.read_bytes()]
+    finally:
+        stop_agent(state, purge=True)

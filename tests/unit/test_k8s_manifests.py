@@ -173,3 +173,23 @@ def test_each_container_gets_its_own_security_context() -> None:
     first, second = m.container_security(), m.container_security()
     first["capabilities"]["add"].append("SYS_ADMIN")
     assert "SYS_ADMIN" not in second["capabilities"]["add"], "a caller editing one pod must not edit the next"
+
+
+def test_run_as_sets_the_app_containers_user_and_group_only() -> None:
+    pod = m.pod(revision(user={"uid": 1000, "gid": 1001}), 0, "ns")
+    assert app_container(pod)["securityContext"]["runAsUser"] == 1000
+    assert app_container(pod)["securityContext"]["runAsGroup"] == 1001
+    assert "runAsUser" not in app_container(m.pod(revision(), 0, "ns"))["securityContext"], "the image's user by default"
+
+
+def test_a_private_registry_login_lives_in_its_own_secret_the_pod_only_names() -> None:
+    import json as _json
+
+    rev = revision(image="127.0.0.1:5000/team/shop:v1", image_pull_secret="team-registry")
+    pod = m.pod(rev, 0, "ns")
+    assert pod["spec"]["imagePullSecrets"] == [{"name": m.pull_secret_name(rev)}]
+    secret = m.pull_secret(rev, "ns", ("deployer", "pa55word"))
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    config = _json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    assert base64.b64decode(config["auths"]["127.0.0.1:5000"]["auth"]).decode() == "deployer:pa55word"
+    assert "pa55word" not in str(pod) and "imagePullSecrets" not in m.pod(revision(), 0, "ns")["spec"]
