@@ -83,8 +83,10 @@ def up(host: str = "127.0.0.1", port: int | None = None, max_running: int | None
         return platform
     from dataclasses import replace
 
+    from cairn.images import build
     from cairn.runtimes.local import start_agent
 
+    build.seed(image_registry)  # cairn/python:3.11 and the demo app, so a first config resolves
     deployments = processes.ensure_deployments(max_running)
     warm = processes.ensure_warm_start(server.url)
     worker = processes.ensure_worker(server.url)

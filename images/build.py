@@ -182,6 +182,22 @@ def build_and_push(registry: str, demo_versions: Sequence[str] = TEST_VERSIONS,
     return pushed
 
 
+def seed(registry: str) -> bool:
+    """The project's images (the Python base and the demo app's versions) in the platform's
+    registry, as a distribution ships its base images: ``cairn up`` calls this, so the first
+    ``image: cairn/python:3.11`` a user writes resolves. Pushes only when the base is missing;
+    True when it pushed."""
+    from cairn.errors import PermanentError
+    from cairn.images.store import resolve
+
+    try:
+        resolve(f"{registry}/{PYTHON_IMAGE}")
+        return False
+    except PermanentError:
+        build_and_push(registry, DEMO_VERSIONS)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cairn.images.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
