@@ -212,7 +212,7 @@ static int run_main(int argc, char **argv) {
     for (size_t i = 0; i < env_len && log.nsecrets < MAX_SECRETS;) {
         char *pair = env + i, *eq = strchr(pair, '=');
         size_t n = strlen(pair);
-        if (eq && strlen(eq + 1) >= MIN_SECRET) log.secrets[log.nsecrets++] = eq + 1;
+        if (eq && strlen(eq + 1) >= MIN_SECRET) log.secrets[log.nsecrets++] = strdup(eq + 1);
         i += n + 1;
     }
 
@@ -235,7 +235,7 @@ static int run_main(int argc, char **argv) {
     ssize_t wrote = write(secrets[1], env, env_len); /* fits the pipe's buffer: checked above */
     close(secrets[1]);
     if (wrote != (ssize_t)env_len) { write_file(rundir, "exit", "{\"exit_code\": 128, \"runc\": \"secrets not passed\"}\n"); return 1; }
-    memset(env, 0, env_len); /* the container has them now; the masks keep only the values */
+    memset(env, 0, env_len); /* the container has them now; the masks keep their own copies of the values */
 
     char pidfile[4096], runclog[4096];
     snprintf(pidfile, sizeof pidfile, "%s/pid", rundir);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_a_secret_the_app_prints_is_masked_in_its_log(runtime: Harness) -> None:
                          "the printed line in the log")
     logged = [line for line in runtime.runtime.logs(env, first.name) if "connecting with" in line]
     assert logged and all(line.endswith("stdout connecting with password=***") for line in logged), logged
-    assert not [p for p in runtime.state_files() if value.encode() in p.read_bytes()], "nor in any file the runtime keeps"
+    assert not [p for p in runtime.state_files() if value.encode() in _bytes(p)], "nor in any file the runtime keeps"
 
 
 def test_the_app_runs_as_the_configured_user(runtime: Harness) -> None:
@@ -91,3 +92,10 @@ def test_the_app_runs_as_the_configured_user(runtime: Harness) -> None:
     first, _ = runtime.wait_ready(env, 2)
     seen = runtime.runtime.exec(env, first.name, ["sh", "-c", "id -u; id -g; stat -c %u /proc/1"], user="bob")
     assert seen.stdout.split() == ["1000", "1001", "1000"], seen
+
+
+def _bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # a network namespace's pin, a socket: nothing to read
+        return b""
