@@ -31,6 +31,7 @@ from cairn.runtimes.local import cgroups, runc
 from cairn.runtimes.local.runc import Runc
 
 START_TIMEOUT_S = 30.0
+SHIM_CHECK_S = 1.0
 MOUNT_TIMEOUT_S = 15.0
 
 
@@ -47,6 +48,8 @@ def umount(path: Path) -> None:
 class Container:
     def __init__(self, directory: Path, cid: str, runtime: Runc) -> None:
         self.dir, self.id, self.runc = directory, cid, runtime
+        self._shim: ProcessRef | None = None  # this run's shim, read once
+        self._shim_checked = 0.0
 
     @property
     def rundir(self) -> Path:
@@ -65,6 +68,7 @@ class Container:
         """A fresh writable layer over the image, mounted at ``rootfs``, and the spec beside it.
         runc makes the bind mounts' targets in the writable layer, resolving them inside the root."""
         self.runc.delete(self.id)  # the previous run's container, if any
+        self._shim = None
         umount(self.rootfs)
         shutil.rmtree(self.dir / "layer", ignore_errors=True)
         shutil.rmtree(self.rundir, ignore_errors=True)
@@ -139,8 +143,17 @@ class Container:
         return cgroups.oom_kills(cgroups.container_path(self.id))
 
     def running(self) -> bool:
-        """The run has not ended: its shim lives and wrote no exit record."""
-        return self.exit_code() is None and self.shim() is not None
+        """The run has not ended: no exit record, and its shim lives. Asked every 0.1 s by each
+        instance's supervisor: a stat each time, the shim's liveness (its pid file, /proc) once
+        a second, since a shim that dies without a record is the rare case."""
+        if (self.rundir / "exit").exists():
+            return False
+        now = time.monotonic()
+        if self._shim is None or now - self._shim_checked >= SHIM_CHECK_S:
+            self._shim_checked = now
+            self._shim = self.shim()
+            return self._shim is not None and (self.rundir / "shim.pid").exists()
+        return True
 
     # --- the end ---------------------------------------------------------------------------
     def signal(self, sig: int, *, every_process: bool = False) -> None:
