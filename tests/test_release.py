@@ -203,7 +203,8 @@ def race(app: str) -> None:
 
         def attempt(results: list[Any] = results, round_: int = round_) -> None:
             try:
-                results.append(actions.create_order(app, "production", f"r{round_}", 1, PauseMode.NONE))
+                # a version the registry has (demo-app v1..v9), another than the last round's
+                results.append(actions.create_order(app, "production", f"v{round_ % 9 + 1}", 1, PauseMode.NONE))
             except Exception as exc:  # noqa: BLE001 - anything but Conflict fails below, with its text
                 results.append(exc)
 

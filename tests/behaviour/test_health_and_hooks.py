@@ -39,7 +39,8 @@ def test_failing_http_check_fails_the_instance_with_what_it_got(runtime: Harness
     assert not instance.ready
     assert instance.reason and "HTTP GET :8080/healthz answered 500" in instance.reason, instance.reason
     assert "DEMO_FAIL_HEALTH" in instance.reason, "the reason quotes what the check got"
-    assert any(e.warning and e.reason == "Unhealthy" for e in runtime.runtime.events(env))
+    # The kubelet's events reach the API a moment after the pod's status: wait for it, bounded.
+    runtime.wait_event(env, lambda e: e.warning and e.reason == "Unhealthy", 30, "a warning Unhealthy event")
     assert not [e for e in runtime.runtime.events(env) if e.reason == "PostStartFailed"], "the app listened"
 
 
