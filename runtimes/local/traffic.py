@@ -1,7 +1,7 @@
 """What the balancer (balancer.py) learns from the state directory, and how the agent makes one.
 
-Readiness comes from each shim's ``status.json``, the same truth ``observe`` answers from, so a
-readiness flip (an unhealthy instance) takes the instance out of rotation within one scan, and
+Readiness comes from each instance's ``status.json`` (its supervisor's) and its app's pid, the
+same truth ``observe`` answers from, so a readiness flip (an unhealthy instance) takes the instance out of rotation within one scan, and
 a restarted agent finds every listener and backend again without any memory of its own.
 """
 
@@ -30,7 +30,7 @@ def scan(state: Path) -> list[Seen]:
             continue
         status = read_json(directory / "status.json") or {}
         ready = (bool(status.get("ready")) and status.get("phase") == str(Phase.RUNNING)
-                 and alive(status.get("shim_pid"), status.get("shim_start")) and not retiring(directory))
+                 and alive(status.get("app_pid"), status.get("app_start")) and not retiring(directory))
         cluster, app, environment = directory.parts[-5:-2]
         found.append(Seen(key=str(directory), env=EnvRef(cluster, app, environment), name=config["instance"],
                           address=config["address"], ready=ready, ports=ports))
