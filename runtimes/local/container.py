@@ -152,8 +152,7 @@ class Container:
         if self._shim is None or now - self._shim_checked >= SHIM_CHECK_S:
             self._shim_checked = now
             self._shim = self.shim()
-            return self._shim is not None and (self.rundir / "shim.pid").exists()
-        return True
+        return self._shim is not None
 
     # --- the end ---------------------------------------------------------------------------
     def signal(self, sig: int, *, every_process: bool = False) -> None:

@@ -74,6 +74,7 @@ class Node:
         self._supervisors: dict[Path, Supervisor] = {}
         self.runc = Runc(state / "runc")
         self.images = ImageStore(state / "images")
+        self._shim: Path | None = None  # cairn-shim, built (or found) once per agent: see shim()
 
     def close(self) -> None:
         """The agent stops: every long poll answers now, and every later one at once."""
@@ -191,6 +192,11 @@ class Node:
             if not host.is_dir():
                 raise PermanentError(f"dirs[{i}]: host path {mount.host_path} is not a directory", hint="point host_path at a directory")
 
+    def shim(self) -> Path:
+        if self._shim is None:
+            self._shim = binaries.shim_binary(self.state)  # hashes shim.c: not once per instance
+        return self._shim
+
     def _oci(self, env: EnvRef, name: str, revision: Revision, image: Image, directory: Path, address: str) -> dict[str, Any]:
         spec = revision.spec
         mounts = [oci.Mount(str(directory / "etc" / "hosts"), "/etc/hosts", readonly=True),
@@ -211,7 +217,7 @@ class Node:
             env={**image_env, "HOSTNAME": name, **spec.env}, uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=list(user.get("additionalGids") or []),
             memory_bytes=spec.memory_mb * 1024 * 1024, cpu=spec.cpu, cgroups_path=cgroups.container_path(cid),
-            init_binary=str(binaries.shim_binary(self.state)), seccomp=seccomp.profile(oci.DEFAULT_CAPABILITIES),
+            init_binary=str(self.shim()), seccomp=seccomp.profile(oci.DEFAULT_CAPABILITIES),
             mounts=mounts, open_files=min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20),
         ))
 
@@ -222,7 +228,7 @@ class Node:
             "instance": name, "slot": slot, "revision": revision.digest, "version": revision.version,
             "order": order, "spec": spec.model_dump(mode="json"), "address": address, "image": image.ref,
             "image_rootfs": str(image.rootfs), "container": container_id(env.cluster, directory),
-            "shim": str(binaries.shim_binary(self.state)),
+            "shim": str(self.shim()),
             "ports": {str(p.container_port): p.container_port for p in spec.ports},
             "events": str(EnvDir.of(self.state, env).events), "backoff_base_s": backoff_base(),
             "secret_names": sorted(spec.secret_env),
@@ -430,29 +436,28 @@ class Node:
     # --- inside an instance ----------------------------------------------------------------
     def _inside(self, env: EnvRef, name: str, command: Sequence[str], user: str, reason: str, what: str
                 ) -> tuple[Container, dict[str, Any], dict[str, str]]:
-        """The running container of ``name``, its spec and secret values; records who runs what."""
+        """The running container of ``name``, its config and secret values; records who runs what."""
         directory = self._dir(env, name)
         pid = self._app_pid(directory)
         config = read_json(directory / "config.json") or {}
         with self._alloc:
             supervisor = self._supervisors.get(directory)
-        secrets = dict(supervisor._secrets) if supervisor else enter.secrets_of(pid, config.get("secret_names", []))
+        secrets = supervisor.secrets if supervisor else enter.secrets_of(pid, config.get("secret_names", []))
         shown = redact(shlex.join(command), secrets.values())
         events.record(EnvDir.of(self.state, env).events, name, reason, f"{user} {what}: {shown}")
-        return Container(directory, config["container"], self.runc), config["oci"], secrets
+        return Container(directory, config["container"], self.runc), config, secrets
 
     def exec(self, env: EnvRef, name: str, command: Sequence[str], user: str, timeout_s: float) -> ExecResult:
-        container, spec, secrets = self._inside(env, name, command, user, "Exec", "ran")
-        return enter.run(container, spec, command, secrets, timeout_s=timeout_s)
+        container, config, secrets = self._inside(env, name, command, user, "Exec", "ran")
+        return enter.run(container, config["oci"], command, secrets, timeout_s=timeout_s)
 
     def enter(self, env: EnvRef, name: str, command: Sequence[str], user: str) -> dict[str, Any]:
         """What a shell needs to join the container (``runc exec`` on the caller's terminal): the
         runc root, the container id and the process spec, without the secret values, which the
         caller (root on this machine) reads from the app's environment itself."""
-        container, spec, _ = self._inside(env, name, command, user, "Shell", "opened an interactive session")
+        container, config, _ = self._inside(env, name, command, user, "Shell", "opened an interactive session")
         return {"runc_root": str(self.runc.root), "container": container.id, "pid": self._app_pid(container.dir),
-                "process": oci.exec_process(spec, list(command), {}),
-                "secret_names": (read_json(container.dir / "config.json") or {}).get("secret_names", [])}
+                "process": oci.exec_process(config["oci"], list(command), {}), "secret_names": config.get("secret_names", [])}
 
     def log_path(self, env: EnvRef, name: str) -> Path:
         return self._dir(env, name) / "logs" / "container.log"

@@ -32,7 +32,7 @@ _NAMESPACE_FLAGS = 0x7E020000
 _ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
-def _holds(condition: dict[str, Any], arch: str, caps: set[str], *, excludes: bool) -> bool:
+def _holds(condition: dict[str, Any], arch: str, caps: frozenset[str], *, excludes: bool) -> bool:
     """Whether a rule's ``includes`` (all must hold) or ``excludes`` (any excludes) matches."""
     arches = condition.get("arches") or []
     wanted = {c.upper() if c.upper().startswith("CAP_") else f"CAP_{c.upper()}" for c in condition.get("caps") or []}
@@ -54,13 +54,18 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def profile(capabilities: Iterable[str], path: Path = PROFILE, machine: str | None = None) -> dict[str, Any]:
-    """The OCI ``linux.seccomp`` for a container holding ``capabilities`` on this architecture."""
+    """The OCI ``linux.seccomp`` for a container holding ``capabilities`` on this architecture
+    (converted once per capability set: every instance's spec asks for it)."""
+    return _profile(frozenset(capabilities), path, machine)
+
+
+@lru_cache(maxsize=8)
+def _profile(caps: frozenset[str], path: Path, machine: str | None) -> dict[str, Any]:
     source = _load(path)
     arch = _ARCH.get(machine or platform.machine())
     if arch is None:
         raise PermanentError(f"no seccomp architecture for {machine or platform.machine()}",
                              hint="the local runtime supports x86_64 and aarch64")
-    caps = set(capabilities)
     architectures = [arch]
     for entry in source.get("archMap") or []:
         if entry.get("architecture") == arch:

@@ -18,7 +18,7 @@ import glob
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,11 @@ class Supervisor:
         }
         self.thread = threading.Thread(target=self._main, name=f"supervise-{self.name}", daemon=True)
         self.adopting = status is not None
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The secret values this instance runs with (a copy), for an exec the agent runs in it."""
+        return dict(self._secrets)
 
     # --- reporting -------------------------------------------------------------------------
     def redact(self, text: str) -> str:
@@ -300,8 +305,7 @@ class Supervisor:
         return not self.thread.is_alive()
 
 
-def _collect_files(supervisor: Supervisor, pid: int | None, poll_s: float = 1.0,
-                   keep_going: Callable[[], bool] | None = None) -> None:
+def _collect_files(supervisor: Supervisor, pid: int | None, poll_s: float = 1.0) -> None:
     """Copy new lines of the configured log files (read through /proc/PID/root) into the
     container log, each line tagged with its file's path instead of stdout/stderr."""
     from cairn.runtimes.local.logs import append_line
@@ -310,8 +314,7 @@ def _collect_files(supervisor: Supervisor, pid: int | None, poll_s: float = 1.0,
         return
     offsets: dict[str, int] = {}
     root = f"/proc/{pid}/root"
-    alive = keep_going or supervisor.running
-    while alive():
+    while supervisor.running():
         time.sleep(poll_s)
         for pattern in supervisor.spec.logs.files:
             for path in glob.glob(root + pattern):
