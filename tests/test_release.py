@@ -18,7 +18,7 @@ from cairn.status import Status
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 
-def register(tmp_path: Path, *, instances: int = 4, health_file: Path | None = None) -> str:
+def register(tmp_path: Path, *, instances: int = 4, health_file: Path | None = None, failure_threshold: int = 12) -> str:
     from cairn.blocks import store
     from cairn.configfile import load_data
 
@@ -26,7 +26,7 @@ def register(tmp_path: Path, *, instances: int = 4, health_file: Path | None = N
     env: dict[str, Any] = {
         "cluster": "rel-a", "image": "cairn/demo-app:latest", "instances": instances, "cpu": 0.2, "memory_mb": 96,
         "ports": [{"container_port": 8080}],
-        "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.5, "timeout_s": 2, "failure_threshold": 12},
+        "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.5, "timeout_s": 2, "failure_threshold": failure_threshold},
         "lifecycle": {"termination_grace_period_s": 5},
     }
     if health_file is not None:
@@ -265,6 +265,29 @@ def recorded_states(order: str) -> list[tuple[str, str, Any]]:
     return [(s.type.value, s.name or "", s.timestamp) for s in sorted(states, key=lambda s: s.timestamp)]
 
 
+def polled_after(moment: Any, timeout_s: float = 30) -> None:
+    """Wait (bounded) until the worker has polled the pool's queues twice after ``moment``. The
+    server stamps a poll after answering it, so the first stamp past ``moment`` may belong to a
+    query that began before; the next one began after it, when the run created at ``moment``
+    was there to be taken."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from cairn.controlplane import processes as plat
+
+    deadline = time.monotonic() + timeout_s
+    seen = [moment]
+    with get_client(sync_client=True) as client:
+        while len(seen) < 3 and time.monotonic() < deadline:
+            polls = [q.last_polled for q in client.read_work_queues(work_pool_name=plat.WORK_POOL) if q.last_polled]
+            if polls and max(polls) > seen[-1]:
+                seen.append(max(polls))
+            else:
+                time.sleep(0.2)
+    assert len(seen) == 3, f"the worker did not poll {plat.WORK_POOL} twice within {timeout_s} s of {moment}: {seen}"
+
+
 def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_limit(platform: str, tmp_path: Path) -> None:
     """The work pool's concurrency limit (`cairn up --max-running`): an order beyond it waits,
     pending, while another runs, then runs; a limit changed in Prefect (UI or CLI) is kept."""
@@ -276,12 +299,26 @@ def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_li
     with get_client(sync_client=True) as client:
         before = client.read_work_pool(plat.WORK_POOL).concurrency_limit
     assert before == plat.default_max_running()
-    first, second = register(tmp_path, instances=6), register(tmp_path, instances=2)
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    gate = deps / "release-the-first"
+    # The first order holds its slot until the test opens the gate (its first batch is unhealthy
+    # until then, within a 120 s budget), so the second is created while the first runs by
+    # construction, not by how fast six batches happen to be.
+    first = register(tmp_path, instances=2, health_file=gate, failure_threshold=240)
+    second = register(tmp_path, instances=2)
     try:
         plat.ensure_deployments(max_running=1)  # what `cairn up --max-running 1` does
-        slow = create(first, "v1", 6, PauseMode.NONE)  # six batches: seconds of deploying
+        slow = create(first, "v1", 1, PauseMode.NONE)
         wait(slow, Status.DEPLOYING, Status.COMPLETED, Status.FAILED)
         queued = create(second, "v1", 1, PauseMode.NONE)
+        # The worker has asked for work since the second run exists, and left it scheduled:
+        # the first holds the pool's only slot.
+        created = recorded_states(queued)[0][2]
+        polled_after(created)
+        assert [kind for kind, _, _ in recorded_states(queued)] == ["SCHEDULED"]
+        assert recorded_states(slow)[-1][0] == "RUNNING"
+        gate.touch()
         ended = wait(slow, Status.COMPLETED, Status.FAILED)
         assert ended["status"] == "completed", ended["message"]
         assert wait(queued, Status.COMPLETED, Status.FAILED)["status"] == "completed"

@@ -106,11 +106,11 @@ def ship(app: str, version: str) -> str:
     return order
 
 
-def start_client(k8s: Any, address: str, port: int) -> None:
+def start_client(k8s: Any, registry: str, address: str, port: int) -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": CLIENT, "namespace": NAMESPACE},
            "spec": {"restartPolicy": "Never", "nodeSelector": {"cairn.dev/node-kind": "real"},
                     "terminationGracePeriodSeconds": 1, "automountServiceAccountToken": False,
-                    "containers": [{"name": "client", "image": "cairn/python:3.11", "imagePullPolicy": "Never",
+                    "containers": [{"name": "client", "image": f"{registry}/cairn/python:3.11", "imagePullPolicy": "IfNotPresent",
                                     "command": ["python3", "-u", "-c", CLIENT_SCRIPT, address, str(port), str(RATE), str(MAX_S)]}]}}
     k8s.kubectl("a", "-n", NAMESPACE, "delete", "pod", CLIENT, "--ignore-not-found", "--grace-period=0", "--force")
     k8s.kubectl("a", "apply", "-f", "-", input=json.dumps(pod))
@@ -167,7 +167,7 @@ def release_then_rollback(app: str) -> dict[str, float]:
 
 
 def test_release_and_rollback_through_the_service_lose_no_request(platform: str, k8s_cluster: Any,
-                                                                   k8s_images: None) -> None:  # noqa: F811
+                                                                   k8s_images: Any) -> None:  # noqa: F811
     k8s = k8s_cluster
     k8s.kubectl("a", "create", "namespace", NAMESPACE, check=False)
     app = register(k8s)
@@ -175,7 +175,7 @@ def test_release_and_rollback_through_the_service_lose_no_request(platform: str,
         ship(app, "v1")
         svc = k8s.kubectl_json("a", "-n", NAMESPACE, "get", "service", service_name(app, "production"))
         assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["targetPort"] == 8080
-        start_client(k8s, svc["spec"]["clusterIP"], 80)
+        start_client(k8s, k8s_images.registry, svc["spec"]["clusterIP"], 80)
         marks = release_then_rollback(app)
         rows = stop_client(k8s)
     finally:

@@ -227,7 +227,9 @@ def _kubernetes(k8s: Any, images: Any) -> Harness:
     from cairn.runtimes.kubernetes import KubernetesRuntime
 
     runtime = KubernetesRuntime(kubeconfig=Path(k8s.kubeconfig_a).read_text(), context=k8s.context_a, namespace=K8S_NAMESPACE)
-    return K8sHarness(runtime, k8s, Path(tempfile.mkdtemp(prefix="cairn-k8s-state-")))
+    made = K8sHarness(runtime, k8s, Path(tempfile.mkdtemp(prefix="cairn-k8s-state-")))
+    made.registry = images.registry
+    return made
 
 
 @pytest.fixture(scope="session")
