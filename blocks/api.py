@@ -72,7 +72,7 @@ class Api:
             raise NotFound(f"no {what}")
         if status >= 400:
             raise TemporaryError(f"the Prefect API answered {status} reading {what}: {text[:200].decode(errors='replace')}")
-        return json.loads(text)
+        return json.loads(text) if text else None
 
     def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
         # A kept-alive connection the server closed meanwhile fails once: ask again on a new one.
@@ -119,3 +119,7 @@ def get(path: str, what: str, **params: Any) -> Any:
 
 def post(path: str, body: dict[str, Any], what: str) -> Any:
     return client().request("POST", path, body, what)
+
+
+def patch(path: str, body: dict[str, Any], what: str) -> Any:
+    return client().request("PATCH", path, body, what)

@@ -166,6 +166,7 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict[str, Any]
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()  # the run's environment, not the server's
+        _read_ahead(request["argv"][0] if request["argv"] else request["env"].get("PREFECT__FLOW_RUN_ID"))  # as prefect.engine finds it
         sys.argv = ["prefect.engine", *request["argv"]]
         # prefect.engine is preloaded; running it as __main__ again is the point, not a mistake.
         warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package.*", category=RuntimeWarning)
@@ -181,6 +182,17 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict[str, Any]
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _read_ahead(flow_run_id: str | None) -> None:
+    """A release's first reads, started while Prefect's engine gets ready (orders.revisions)."""
+    if not flow_run_id:
+        return
+    from cairn.blocks import api
+    from cairn.orders.revisions import read_ahead
+
+    api.client.cache_clear()  # its address and credentials are the run's, read from the run's environment
+    read_ahead(flow_run_id)
 
 
 def serve(socket_path: str) -> None:

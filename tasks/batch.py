@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # so every run forked from it starts with both, ~25 ms sooner to its first batch.
 import prefect.utilities.visualization  # noqa: F401
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 import cairn.runtimes.local.client  # noqa: F401
 from cairn.errors import BatchFailed
@@ -36,8 +37,13 @@ def slot_states(instances: Sequence[Instance]) -> dict[int, SlotState]:
     }
 
 
+# Never cached, never persisted. Prefect's default for a task in a flow that persists its result is
+# to key a cache on the inputs and the flow run: a re-run of the order (a resume, a retry) would then
+# take a batch's earlier answer instead of acting on the instances as they are now (a second retry
+# did not replace the failed instances again), and every call paid for hashing its inputs and
+# writing a result file.
 @task(name="apply-batch", task_run_name="apply batch {batch} ({slots})", retries=3, retry_delay_seconds=2,
-      retry_condition_fn=retry_temporary)
+      retry_condition_fn=retry_temporary, cache_policy=NO_CACHE, persist_result=False)
 def apply_batch(order: str, batch: int, slots: list[int], revision: Revision, replace_failed: bool = False) -> list[int]:
     """Bring ``slots`` to ``revision``. Idempotent: slots already on it are left alone."""
     t = target(revision)
@@ -55,7 +61,7 @@ def _budget_s(revision: Revision) -> float:
 
 
 @task(name="wait-healthy", task_run_name="wait for batch {batch} to be healthy", retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_temporary)
+      retry_condition_fn=retry_temporary, cache_policy=NO_CACHE, persist_result=False)
 def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -> dict[str, float]:
     """Wait until every slot runs ``revision`` and is ready; fail the batch on the first failed
     instance or when the health check's budget runs out. Returns seconds to ready per instance."""
@@ -108,7 +114,8 @@ def _events(t: Target, names: dict[str, str]) -> list[str]:
     return lines
 
 
-@task(name="retire-slots", task_run_name="retire slots {slots}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_temporary)
+@task(name="retire-slots", task_run_name="retire slots {slots}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_temporary,
+      cache_policy=NO_CACHE, persist_result=False)
 def retire_slots(order: str, slots: list[int], revision: Revision) -> list[int]:
     """Terminate instances beyond the revision's instance count (a release that scales down)."""
     t = target(revision)

@@ -135,7 +135,13 @@ def test_failing_batch_stops_the_order_and_retry_finishes_it(platform: str, tmp_
     rows, progress = artifacts(order)
     assert [r["state"] for r in rows[:2]] == ["failed", "failed"] and "health check" in rows[0]["reason"] and progress == 0.0, rows
 
-    health.touch()  # the dependency came back
+    # A retry while the dependency is still away replaces the failed instances, which fail again.
+    proc = cli("release", "retry", order, "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = wait(order, Status.FAILED, Status.COMPLETED)
+    assert again["status"] == "failed" and "batch 1 failed" in again["message"], again
+
+    health.touch()  # the dependency came back: the next retry replaces them once more (nothing remembered)
     proc = cli("release", "retry", order, "--json")
     assert proc.returncode == 0, proc.stderr
     done = wait(order, Status.COMPLETED, Status.FAILED)

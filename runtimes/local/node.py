@@ -248,7 +248,6 @@ class Node:
             directory.mkdir(parents=True)
             write_json(directory / "config.json", config)  # claims the address
         try:
-            events.record(events_file, name, "Scheduled", f"Assigned {name} to this node (revision {revision.short})")
             events.record(events_file, name, "Pulled", f"Image {image.ref} {image.pulled}")
             if revision.deploy_type == "code-package" and revision.package_digest:
                 packages.unpack(revision.package_digest, directory / "code")
@@ -306,6 +305,11 @@ class Node:
         todo = sorted([*create, *replace])
         if not todo:
             return
+        # Assigned now, as a scheduler binds a pod before its kubelet pulls: what follows (the
+        # pull, stopping a predecessor, the container's start) is the instance's own start time.
+        events_file = EnvDir.of(self.state, env).events
+        for slot in todo:
+            events.record(events_file, env.instance(slot), "Scheduled", f"Assigned {env.instance(slot)} to this node (revision {revision.short})")
         image = self._image(env, todo, revision, login)  # before anything stops or starts: a bad image changes nothing
         if replace:
             self._retire(env, replace)
