@@ -13,6 +13,8 @@ and batches not yet approved still ask.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from typing import Any
 from uuid import UUID
@@ -21,6 +23,7 @@ from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
+from prefect.exceptions import Pause
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.input.actions import read_flow_run_input
@@ -76,7 +79,26 @@ def await_approval(batch: int, mode: PauseMode, *, hot_window_s: float, suspend_
         if approval is not None:
             return approval
         logger.info("no approval after %.0fs: suspending; the run holds no process until resumed", hot_window_s)
-    return sync.result(suspend_flow_run(wait_for_input=form, key=cold, timeout=int(suspend_timeout_s)))
+    before = _ignore_termination_from_now_on()
+    try:
+        return sync.result(suspend_flow_run(wait_for_input=form, key=cold, timeout=int(suspend_timeout_s)))
+    except Pause:
+        raise  # suspended: the process exits on its own
+    except BaseException:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)  # not suspended: a stop still ends the run
+        raise
+
+
+def _ignore_termination_from_now_on() -> Any:
+    """A suspend ends the process, and a SIGTERM (the worker stopping) between the Suspended state
+    and the process's exit made Prefect's engine report the suspended run Crashed, overwriting the
+    suspend (it spares only final states): the order could then not be resumed. From here on the
+    process is leaving anyway, so a stop has nothing to end; before the Suspended state lands, a
+    stop ignored still leaves a run that is suspended and resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # only the main thread may set handlers; Prefect runs a sync flow there
+    return signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _hot_pause(run_id: UUID, key: str, form: type[Approval], window_s: float) -> Approval | None:
