@@ -132,7 +132,8 @@ class FileMount(Spec):
 
 class DirMount(Spec):
     path: str = Field(title="Path", description="Absolute path inside the instance.")
-    host_path: str = Field(title="Host path", description="Absolute directory on the node; created when missing.")
+    host_path: str = Field(title="Host path", description="Absolute directory on the node; created when missing on local, "
+                                                          "and must exist on a Kubernetes node.")
 
     _paths = field_validator("path", "host_path")(_check_abs)
 
@@ -209,13 +210,39 @@ class Lifecycle(Spec):
 
 
 UserId = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+# "UID" or "UID:GID"; ten digits at most, so a huge number is a range error and not a slow int().
+RUN_AS = re.compile(r"([0-9]{1,10})(?::([0-9]{1,10}))?")
 
 
 class RunAs(Spec):
-    """Who the app runs as, instead of the image's user (a pod's runAsUser/runAsGroup)."""
+    """Who the app runs as, instead of the image's user (a pod's runAsUser/runAsGroup).
+
+    Written ``user: 1000``, ``user: "1000:1000"`` or ``user: {uid: 1000, gid: 1000}``. The gid
+    defaults to the uid: both runtimes then run the same ids, whatever the image's /etc/passwd says
+    (the node's default, gid 0 for a uid the image does not list, would put the app in root's group).
+    """
 
     uid: UserId = Field(title="User id", description="Numeric user id inside the instance, e.g. 1000.")
-    gid: UserId = Field(title="Group id", description="Numeric group id inside the instance, e.g. 1000.")
+    gid: UserId = Field(title="Group id", description="Numeric group id inside the instance, e.g. 1000; the uid when left out.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spelled(cls, data: object) -> object:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"uid": data, "gid": data}
+        if isinstance(data, str):
+            found = RUN_AS.fullmatch(data)
+            if not found:
+                raise refuse("", data, 'a user is "UID" or "UID:GID" in numbers (e.g. "1000:1000") or {uid: 1000, gid: 1000}')
+            uid = int(found[1])
+            return {"uid": uid, "gid": int(found[2]) if found[2] else uid}
+        if isinstance(data, dict) and "uid" in data and data.get("gid") is None:
+            return {**data, "gid": data["uid"]}
+        return data
+
+    @property
+    def root(self) -> bool:
+        return self.uid == 0
 
 
 class EnvironmentSpec(Spec):
@@ -233,7 +260,17 @@ class EnvironmentSpec(Spec):
         description='Name of a Prefect Secret block holding {"username": ..., "password": ...} for a private registry.',
     )
     command: list[str] | None = Field(None, title="Command", description="Overrides the image's entrypoint and arguments.")
-    user: RunAs | None = Field(None, title="Run as", description="uid and gid the app runs as; the image's user when empty.")
+    user: RunAs | None = Field(
+        None, title="Run as",
+        description='uid and gid the app runs as ("1000:1000", 1000 or {uid, gid}; the gid is the uid when left out); '
+                    "the image's user when empty. A non-root user is also what a Kubernetes namespace enforcing "
+                    'Pod Security "restricted" requires.',
+    )
+    read_only_root: Annotated[bool, Field(strict=True)] = Field(
+        False, title="Read-only root filesystem",
+        description="The app cannot write its image's files; /tmp stays writable (an emptyDir on Kubernetes, a tmpfs "
+                    "locally), and so do the deploy root, directory mounts and log directories.",
+    )
     instances: Annotated[int, Field(strict=True)] = Field(title="Instances", description="At least 2.")
     cpu: float = Field(title="CPU (cores)", description="Per instance, e.g. 0.5.")
     memory_mb: Annotated[int, Field(strict=True)] = Field(title="Memory (MB)", description=f"Per instance, a whole number >= {MEMORY_FLOOR_MB}.")

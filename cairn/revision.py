@@ -7,8 +7,8 @@ configuration, is what a release and a rollback apply.
 
 The snapshot pins the image: ``image_digest`` is the manifest digest the tag pointed at when
 the order was made, so a rollback runs the very bytes that ran before even if the tag moved.
-Fields added after revisions were first stored (``image_digest``, ``spec.image_pull_secret``, ``spec.user``)
-stay out of the digest while unset: a revision stored before them keeps its digest.
+Fields added after revisions were first stored (``image_digest``, ``spec.image_pull_secret``, ``spec.user``,
+``spec.read_only_root``) stay out of the digest while at their default: a revision stored before them keeps its digest.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from cairn.config import DeployType, EnvironmentName, EnvironmentSpec, Spec
 from cairn.imageref import Reference, is_digest, is_short
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# Unset, these stay out of the digest's body (see the module's docstring).
+# At their default, these stay out of the digest's body (see the module's docstring).
 _LATER_FIELDS = ("image_digest",)
-_LATER_SPEC_FIELDS = ("image_pull_secret", "user")
+_LATER_SPEC_FIELDS: dict[str, object] = {"image_pull_secret": None, "user": None, "read_only_root": False}
 
 
 def canonical_json(data: Any) -> str:
@@ -84,8 +84,8 @@ class Revision(Spec):
             for name in _LATER_FIELDS:
                 if body.get(name) is None:
                     body.pop(name, None)
-            for name in _LATER_SPEC_FIELDS:
-                if body["spec"].get(name) is None:
+            for name, default in _LATER_SPEC_FIELDS.items():
+                if body["spec"].get(name, default) == default:
                     body["spec"].pop(name, None)
             self._digest = hashlib.sha256(canonical_json(body).encode()).hexdigest()
         return self._digest

@@ -15,5 +15,8 @@ def connect(cluster: ClusterSpec, *, kubeconfig: str | None = None) -> Runtime:
         return LocalRuntime(autostart=True)
     from cairn.runtimes.kubernetes import KubernetesRuntime
 
+    # Hook for issue 18's cluster field: the host roots a cluster allows, refused again when pods
+    # are built (the config layer checks at apply); None, no field yet, leaves host paths unchecked.
+    allowed_host_paths = getattr(cluster, "allowed_host_paths", None)
     return KubernetesRuntime(kubeconfig=kubeconfig, context=cluster.context, namespace=cluster.namespace,
-                             service_type=cluster.service_type, drain_s=cluster.drain_s)
+                             service_type=cluster.service_type, drain_s=cluster.drain_s, allowed_host_paths=allowed_host_paths)

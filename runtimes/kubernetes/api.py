@@ -290,6 +290,19 @@ class Api:
                     raise
         return self.apply(pod)
 
+    def admit_dry_run(self, pod: Mapping[str, Any]) -> None:
+        """Put ``pod`` through the API server's admission (Pod Security, quotas, webhooks) without
+        storing it, so a refused pod fails ``ensure`` before anything is written or any old pod
+        leaves its Service. A name that exists already (a retry) is admission's to judge later."""
+        from kubernetes.client.exceptions import ApiException
+
+        with edge(f"admitting Pod {pod['metadata']['name']}"):
+            try:
+                self._send(self.core.create_namespaced_pod, self.namespace, dict(pod), field_manager=FIELD_MANAGER, dry_run="All")
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
     def annotate(self, name: str, annotations: Mapping[str, str]) -> None:
         with edge(f"annotating pod {name}"):
             self._send(self.core.patch_namespaced_pod, name, self.namespace, {"metadata": {"annotations": dict(annotations)}})

@@ -31,6 +31,10 @@ def translate(exc: BaseException, doing: str) -> CairnError:
         if status == 403 and "exceeded quota" in message:
             return PermanentError(f"{doing}: resource quota exceeded: {message}",
                                   hint="raise the namespace's ResourceQuota or lower cpu/memory/instances")
+        if status == 403 and "violates PodSecurity" in message:
+            return PermanentError(f"{doing}: the namespace's Pod Security admission refused the pod: {message}",
+                                  hint='under "restricted" set the environment\'s user: to a non-root uid (e.g. user: "1000:1000"), '
+                                       "or ask the cluster's administrator for a namespace at the level the app needs")
         if status == 403:
             return PermanentError(f"{doing}: forbidden: {message}",
                                   hint="grant the kubeconfig's user RBAC on pods, secrets, configmaps and events in the namespace")

@@ -12,11 +12,13 @@ import math
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cairn.config import EnvironmentSpec, HealthCheck
+from cairn.errors import PermanentError
 from cairn.naming import instance_name
+from cairn.paths import normalized
 from cairn.revision import Revision
 
 PREFIX = "cairn.dev/"
@@ -31,11 +33,16 @@ PACKAGE_KEY = "package.tar.gz"
 PACKAGE_LIMIT = 900 * 1024
 POST_START_FAILED = "PostStart hook failed"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]")
-# runc's default capability set: what the local runtime's containers hold, so an app sees the same
-# powers on both runtimes (no SYS_ADMIN, SYS_PTRACE, SYS_MODULE). Written out as drop ALL + add
-# rather than left to the node's container runtime, whose default differs (CRI-O's is smaller).
-RUNC_CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-                     "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
+# Capabilities: drop ALL, then add back a set written out (a node's runtime default differs:
+# CRI-O's is smaller than containerd's). An app running as root keeps runc's default set (what the
+# local runtime's containers hold) minus NET_RAW, the one Pod Security "baseline" refuses (raw
+# sockets forge packets on the pod network); baseline admits the rest. A non-root app gets only
+# NET_BIND_SERVICE, all that "restricted" admits: with no privilege escalation a non-root process
+# can use no other capability anyway.
+ROOT_CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                     "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
+NON_ROOT_CAPABILITIES = ("NET_BIND_SERVICE",)
+TMP = "/tmp"  # writable (an emptyDir) when the root filesystem is read-only
 
 
 def label_value(text: str | None) -> str:
@@ -128,18 +135,52 @@ def _seconds(value: float, floor: int = 0) -> int:
     return max(floor, math.ceil(value - 1e-9))
 
 
-def container_security() -> dict[str, Any]:
+def container_security(non_root: bool = False) -> dict[str, Any]:
     """Every container's security context, the local runtime's runc spec in Kubernetes terms: no
-    privilege escalation (runc's noNewPrivileges), runc's capabilities, never privileged, the
-    default /proc masks (procMount Default). The user is the image's unless the environment's
-    ``user`` sets one (on the app container), as locally."""
+    privilege escalation (runc's noNewPrivileges), never privileged, the default /proc masks
+    (procMount Default), and the capabilities above for a root or a ``non_root`` pod."""
+    caps = NON_ROOT_CAPABILITIES if non_root else ROOT_CAPABILITIES
     return {"allowPrivilegeEscalation": False, "privileged": False, "procMount": "Default",
-            "capabilities": {"drop": ["ALL"], "add": list(RUNC_CAPABILITIES)}}
+            "capabilities": {"drop": ["ALL"], "add": list(caps)}}
 
 
-def pod_security() -> dict[str, Any]:
-    """The pod's: the container runtime's default seccomp profile (the local runtime's too)."""
-    return {"seccompProfile": {"type": "RuntimeDefault"}}
+def runs_as_non_root(spec: EnvironmentSpec, image_user: str | None = None) -> bool:
+    """Whether the pod can promise the kubelet a non-root user (``runAsNonRoot``): the environment's
+    ``user`` is not root, or, without one, the image's configured user (``image_user``, the image
+    config's ``User``) is a numeric non-zero uid. A named user ("app") cannot be promised: the
+    kubelet refuses to start a runAsNonRoot container whose user it cannot check without the
+    image's /etc/passwd."""
+    if spec.user is not None:
+        return not spec.user.root
+    uid = (image_user or "").split(":", 1)[0]
+    return uid.isascii() and uid.isdigit() and int(uid) != 0
+
+
+def pod_security(spec: EnvironmentSpec, image_user: str | None = None) -> dict[str, Any]:
+    """The pod's: the container runtime's default seccomp profile (the local runtime's too), and the
+    environment's user for every container (the app, and the unpack and log helpers, which then
+    write the code and read the logs as the app does)."""
+    context: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if spec.user is not None:
+        context |= {"runAsUser": spec.user.uid, "runAsGroup": spec.user.gid}
+    if runs_as_non_root(spec, image_user):
+        context["runAsNonRoot"] = True
+    return context
+
+
+def check_host_paths(spec: EnvironmentSpec, allowed: Sequence[str] | None) -> None:
+    """Refuse a directory mount outside the cluster's allowed host roots. ``allowed`` None means the
+    cluster states none (the config layer's ``allowed_host_paths`` check at apply time is the
+    first line; this is the runtime's own, for revisions stored before it)."""
+    if allowed is None:
+        return
+    roots = [normalized(r) for r in allowed]
+    for i, d in enumerate(spec.dirs):
+        path = normalized(d.host_path)
+        if not any(_under(path, root) for root in roots):
+            raise PermanentError(
+                f"dirs[{i}].host_path {d.host_path} is not under the cluster's allowed host paths ({', '.join(roots) or 'none'})",
+                hint="mount a directory under one of them, or ask the cluster's administrator to add a root to allowed_host_paths")
 
 
 def _probe(check: HealthCheck, *, initial_delay: int, success: int) -> dict[str, Any]:
@@ -199,7 +240,7 @@ def _glob_word(pattern: str) -> str:
 
 
 def _log_sidecar(spec: EnvironmentSpec, image: str, app_mounts: list[dict[str, Any]],
-                 volumes: list[dict[str, Any]]) -> dict[str, Any]:
+                 volumes: list[dict[str, Any]], security: dict[str, Any]) -> dict[str, Any]:
     """A container that follows the configured log files and prints each line prefixed with its
     path, so the kubelet keeps (and rotates) them with the container logs."""
     mounts: list[dict[str, Any]] = []
@@ -221,15 +262,20 @@ def _log_sidecar(spec: EnvironmentSpec, image: str, app_mounts: list[dict[str, A
         "done; sleep 1 & wait $!; done"
     )
     return {"name": LOGS, "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script],
-            "securityContext": container_security(), "volumeMounts": mounts, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+            "securityContext": security, "volumeMounts": mounts, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                                                    "limits": {"cpu": "10m", "memory": "16Mi"}}}
 
 
 def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = None,
-        defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        defaults: Mapping[str, Any] | None = None, image_user: str | None = None,
+        allowed_host_paths: Sequence[str] | None = None) -> dict[str, Any]:
     """The pod of ``slot`` running ``revision``. ``defaults`` (nodeSelector, tolerations) come from
-    the cluster's ``cairn-pod-defaults`` ConfigMap: where pods may run is the cluster's business."""
+    the cluster's ``cairn-pod-defaults`` ConfigMap: where pods may run is the cluster's business.
+    ``image_user`` is the image config's ``User`` when known; ``allowed_host_paths`` the cluster's
+    host roots (:func:`check_host_paths`)."""
     spec = revision.spec
+    check_host_paths(spec, allowed_host_paths)
+    non_root = runs_as_non_root(spec, image_user)
     name = pod_name(revision, slot)
     labels = {**_revision_labels(revision), SLOT: str(slot), VERSION: label_value(revision.version), SERVING: "true"}
     annotations = {DIGEST: revision.digest, VERSION: revision.version, IMAGE: revision.image}
@@ -249,7 +295,7 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
         "resources": {"requests": resources, "limits": resources},
         "ports": [{"containerPort": p.container_port, "protocol": "TCP", **({"name": p.name} if p.name else {})} for p in spec.ports],
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {**container_security(), **({"runAsUser": spec.user.uid, "runAsGroup": spec.user.gid} if spec.user else {})},
+        "securityContext": {**container_security(non_root), "readOnlyRootFilesystem": spec.read_only_root},
         **probes(spec.health_check),
     }
     if spec.command:
@@ -265,15 +311,19 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
                   f"tar -xzf /cairn/package/{PACKAGE_KEY} -C {shlex.quote(root)}")
         init.append({"name": UNPACK, "image": revision.image, "imagePullPolicy": "IfNotPresent",
                      "command": ["sh", "-c", unpack], "resources": {"requests": resources, "limits": resources},
-                     "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": container_security(),
+                     "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": container_security(non_root),
                      "volumeMounts": [{"name": "code", "mountPath": root},
                                       {"name": "package", "mountPath": "/cairn/package", "readOnly": True}]})
     if spec.files:
         volumes.append({"name": "files", "configMap": {"name": files_name(revision)}})
         mounts += [{"name": "files", "mountPath": f.path, "subPath": f"file-{i}", "readOnly": True} for i, f in enumerate(spec.files)]
     for i, d in enumerate(spec.dirs):
-        volumes.append({"name": f"dir-{i}", "hostPath": {"path": d.host_path, "type": "DirectoryOrCreate"}})
+        # Directory: the kubelet mounts what the node has and never creates an arbitrary path as root.
+        volumes.append({"name": f"dir-{i}", "hostPath": {"path": d.host_path, "type": "Directory"}})
         mounts.append({"name": f"dir-{i}", "mountPath": d.path})
+    if spec.read_only_root and not any(mount["mountPath"] == TMP for mount in mounts):
+        volumes.append({"name": "tmp", "emptyDir": {}})
+        mounts.append({"name": "tmp", "mountPath": TMP})
     lifecycle: dict[str, Any] = {}
     if spec.lifecycle.post_start is not None:
         lifecycle["postStart"] = _post_start(list(spec.lifecycle.post_start.exec.command))
@@ -283,14 +333,14 @@ def pod(revision: Revision, slot: int, namespace: str, *, order: str | None = No
         container["lifecycle"] = lifecycle
     containers = [container]
     if spec.logs.files:
-        containers.append(_log_sidecar(spec, revision.image, mounts, volumes))
+        containers.append(_log_sidecar(spec, revision.image, mounts, volumes, container_security(non_root)))
     container["volumeMounts"] = mounts
     # No host namespace, no process namespace shared between the app and its log sidecar, no
     # service account token: an instance reaches neither the node nor the cluster's API.
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Always", "enableServiceLinks": False, "automountServiceAccountToken": False,
         "hostNetwork": False, "hostPID": False, "hostIPC": False, "shareProcessNamespace": False,
-        "securityContext": pod_security(),
+        "securityContext": pod_security(spec, image_user),
         "terminationGracePeriodSeconds": _seconds(spec.lifecycle.termination_grace_period_s),
         "containers": containers, "volumes": volumes,
     }

@@ -35,8 +35,11 @@ class KubernetesRuntime:
     behind one Service per environment."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None,
-                 service_type: ServiceType = "ClusterIP", drain_s: float | None = None) -> None:
+                 service_type: ServiceType = "ClusterIP", drain_s: float | None = None,
+                 allowed_host_paths: Sequence[str] | None = None) -> None:
         self.namespace = namespace or os.environ.get("CAIRN_K8S_NAMESPACE") or DEFAULT_NAMESPACE
+        # The cluster's host roots (manifests.check_host_paths); None while the cluster states none.
+        self.allowed_host_paths = None if allowed_host_paths is None else list(allowed_host_paths)
         self.api = Api(kubeconfig, context, self.namespace)
         self.traffic_ = Traffic(self.api, service_type, drain_s)
         self.caches = PodCaches(self.api)
@@ -71,6 +74,11 @@ class KubernetesRuntime:
                 self._delete(strays, why="left behind by a replacement that was cut short")
             return
         defaults = self.api.pod_defaults()
+        new = {slot: m.pod(revision, slot, self.namespace, order=order, defaults=defaults,
+                           allowed_host_paths=self.allowed_host_paths) for slot in sorted(start)}
+        # Before anything is written or an old pod leaves its Service: a pod the namespace refuses
+        # (Pod Security, a quota) fails here. The batch's pods differ only in name and slot.
+        self.api.admit_dry_run(next(iter(new.values())))
         if revision.spec.secret_env:
             self.api.apply(m.secret(revision, self.namespace, secrets))
         if revision.spec.image_pull_secret and pull_login is not None:
@@ -85,7 +93,6 @@ class KubernetesRuntime:
         stopping = [p for p in listed if int(p["metadata"]["labels"][m.SLOT]) in start and not p["metadata"].get("deletionTimestamp")]
         stopping += [p for p in strays if p not in stopping]
         began = time.monotonic()
-        new = {slot: m.pod(revision, slot, self.namespace, order=order, defaults=defaults) for slot in sorted(start)}
         # A name still held (a retry of the same revision, a quick return to one) is free only
         # once its pod is gone; every other new pod is created right away, beside its stopping
         # predecessor, as a Deployment's rolling update does: deletes and creates share one pool,

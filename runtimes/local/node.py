@@ -219,6 +219,7 @@ class Node:
             memory_bytes=spec.memory_mb * 1024 * 1024, cpu=spec.cpu, cgroups_path=cgroups.container_path(cid),
             init_binary=str(self.shim()), seccomp=seccomp.profile(oci.DEFAULT_CAPABILITIES),
             mounts=mounts, open_files=min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20),
+            readonly_root=spec.read_only_root,
         ))
 
     def _config(self, env: EnvRef, slot: int, revision: Revision, image: Image, directory: Path,

@@ -76,6 +76,7 @@ class ContainerSpec:
     mounts: list[Mount] = field(default_factory=list)
     additional_gids: list[int] = field(default_factory=list)
     open_files: int = 1024  # RLIMIT_NOFILE: at most the agent's own hard limit (runc cannot raise it)
+    readonly_root: bool = False  # the environment's read_only_root; /tmp is a tmpfs either way (BASE_MOUNTS)
 
 
 def spec(c: ContainerSpec) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def spec(c: ContainerSpec) -> dict[str, Any]:
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": c.open_files, "soft": c.open_files}],
             "noNewPrivileges": True,
         },
-        "root": {"path": c.rootfs, "readonly": False},
+        "root": {"path": c.rootfs, "readonly": c.readonly_root},
         "hostname": c.hostname,
         "mounts": mounts,
         "linux": linux,

@@ -137,10 +137,10 @@ def test_revision_image_is_the_full_pinned_reference(image: str, deploy_type: st
 
 def test_a_revision_without_an_image_digest_keeps_the_digest_it_was_stored_with() -> None:
     """The digest body of a revision stored before ``image_digest`` (and ``image_pull_secret``
-    and ``user``) existed, computed as it was then: the same revision loaded now has the same digest."""
+    and ``user``, ``read_only_root``) existed, computed as it was then: the same revision loaded now has the same digest."""
     revision = _revision("cairn/demo-app:v1")
     body = json.loads(revision.model_dump_json(exclude={"digest", "image_digest"}))
-    del body["spec"]["image_pull_secret"], body["spec"]["user"]
+    del body["spec"]["image_pull_secret"], body["spec"]["user"], body["spec"]["read_only_root"]
     assert revision.digest == hashlib.sha256(canonical_json(body).encode()).hexdigest()
     stored = {**body, "digest": revision.digest}  # a stored block: no image_digest key at all
     assert Revision.model_validate(stored).digest == revision.digest

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cairn.config import EnvironmentSpec
+from cairn.errors import PermanentError
 from cairn.revision import Revision
 from cairn.runtimes.kubernetes import manifests as m
 
@@ -84,8 +85,6 @@ def test_hooks_grace_and_mounts() -> None:
     assert c["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "1"]}}
     mounts = {v["mountPath"]: v for v in c["volumeMounts"]}
     assert mounts["/etc/app/app.conf"] == {"name": "files", "mountPath": "/etc/app/app.conf", "subPath": "file-0", "readOnly": True}
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert volumes["dir-0"]["hostPath"] == {"path": "/srv/data", "type": "DirectoryOrCreate"}
     assert m.files_configmap(revision(), "ns")["data"] == {"file-0": "a=1\n"}
 
 
@@ -120,9 +119,13 @@ def test_label_values_are_valid() -> None:
     assert m.label_value("v1.") == "v1" and m.label_value("a" * 80) == "a" * 63 and m.label_value("x/y z") == "x-y-z"
 
 
-# --- isolation: the local runtime's runc container, in pod terms ---------------------------------
-RUNC_DEFAULT = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
-                "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
+# --- isolation: the local runtime's runc container, in pod terms, admitted by Pod Security -----
+# runc's default set minus NET_RAW, which Pod Security "baseline" refuses; "restricted" admits only
+# NET_BIND_SERVICE, all a non-root pod gets.
+ROOT_SET = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "SETGID", "SETUID", "SETFCAP",
+            "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
+# What Pod Security "baseline" lets a container add (kubernetes.io/docs/concepts/security/pod-security-standards).
+BASELINE_ADDABLE = ROOT_SET
 SHAPES: dict[str, Any] = {
     "image, app only": lambda: m.pod(revision(logs={"files": []}), 0, "ns"),
     "image with log sidecar": lambda: m.pod(revision(), 0, "ns"),
@@ -139,7 +142,7 @@ def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
-def test_every_container_gets_runcs_powers_and_no_more(shape: str) -> None:
+def test_every_container_of_a_root_pod_gets_runcs_powers_less_net_raw_and_no_more(shape: str) -> None:
     pod = SHAPES[shape]()
     assert len(_containers(pod)) >= 1
     for c in _containers(pod):
@@ -147,8 +150,8 @@ def test_every_container_gets_runcs_powers_and_no_more(shape: str) -> None:
         assert ctx["allowPrivilegeEscalation"] is False and ctx["privileged"] is False, c["name"]
         assert ctx["procMount"] == "Default", c["name"]
         assert ctx["capabilities"]["drop"] == ["ALL"], c["name"]
-        assert set(ctx["capabilities"]["add"]) == RUNC_DEFAULT, c["name"]
-        assert not {"runAsUser", "runAsGroup", "seLinuxOptions", "windowsOptions"} & set(ctx), "the image's user, as locally"
+        assert set(ctx["capabilities"]["add"]) == ROOT_SET and set(ctx["capabilities"]["add"]) <= BASELINE_ADDABLE, c["name"]
+        assert not {"runAsUser", "runAsGroup", "runAsNonRoot", "seLinuxOptions", "windowsOptions"} & set(ctx), "the image's user, as locally"
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
@@ -160,13 +163,14 @@ def test_the_pod_shares_nothing_with_the_node_or_the_cluster_api(shape: str) -> 
     assert not [v for v in spec["volumes"] if "projected" in v or "secret" in v], "no token or secret volume"
 
 
-CAPS_ABSENT = ["SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_ADMIN", "SYS_RAWIO", "SYS_TIME", "SYS_BOOT", "DAC_READ_SEARCH",
-               "BPF", "PERFMON", "SYSLOG"]
+CAPS_ABSENT = ["SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_ADMIN", "NET_RAW", "SYS_RAWIO", "SYS_TIME", "SYS_BOOT",
+               "DAC_READ_SEARCH", "BPF", "PERFMON", "SYSLOG"]
 
 
-@pytest.mark.parametrize("cap", CAPS_ABSENT, ids=CAPS_ABSENT)
-def test_powers_beyond_runcs_default_set_are_never_added(cap: str) -> None:
-    assert cap not in m.RUNC_CAPABILITIES and cap not in str(m.pod(revision(), 0, "ns")["spec"]["containers"])
+@pytest.mark.parametrize("cap", CAPS_ABSENT, ids=[f"{c} is never added" for c in CAPS_ABSENT])
+def test_dangerous_powers_are_never_added(cap: str) -> None:
+    pods = [m.pod(revision(), 0, "ns"), m.pod(revision(user="1000"), 0, "ns")]
+    assert cap not in m.ROOT_CAPABILITIES and cap not in str([_containers(p) for p in pods])
 
 
 def test_each_container_gets_its_own_security_context() -> None:
@@ -175,11 +179,81 @@ def test_each_container_gets_its_own_security_context() -> None:
     assert "SYS_ADMIN" not in second["capabilities"]["add"], "a caller editing one pod must not edit the next"
 
 
-def test_run_as_sets_the_app_containers_user_and_group_only() -> None:
-    pod = m.pod(revision(user={"uid": 1000, "gid": 1001}), 0, "ns")
-    assert app_container(pod)["securityContext"]["runAsUser"] == 1000
-    assert app_container(pod)["securityContext"]["runAsGroup"] == 1001
-    assert "runAsUser" not in app_container(m.pod(revision(), 0, "ns"))["securityContext"], "the image's user by default"
+# --- who the pod runs as ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("user", "image_user", "context", "caps"), [
+    pytest.param(None, None, {}, ROOT_SET, id="no user and an image without one: the image's root, runc's powers"),
+    pytest.param("1000:1001", None, {"runAsUser": 1000, "runAsGroup": 1001, "runAsNonRoot": True}, {"NET_BIND_SERVICE"},
+                 id="a non-root user sets uid and gid and promises non-root with only NET_BIND_SERVICE"),
+    pytest.param("1000", "0", {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}, {"NET_BIND_SERVICE"},
+                 id="the environment's user wins over the image's"),
+    pytest.param("0", "1000", {"runAsUser": 0, "runAsGroup": 0}, ROOT_SET,
+                 id="user root written out runs as root, promising nothing"),
+    pytest.param(None, "1000", {"runAsNonRoot": True}, {"NET_BIND_SERVICE"},
+                 id="an image declaring a numeric non-root user is promised non-root, its ids kept"),
+    pytest.param(None, "1000:1000", {"runAsNonRoot": True}, {"NET_BIND_SERVICE"},
+                 id="an image user with a group counts by its uid"),
+    pytest.param(None, "app", {}, ROOT_SET,
+                 id="an image naming its user cannot be promised non-root: the kubelet could not check it"),
+    pytest.param(None, "0:0", {}, ROOT_SET, id="an image declaring root gets runc's powers"),
+])
+def test_the_user_maps_to_the_pods_security_context(user: Any, image_user: str | None, context: dict[str, Any],
+                                                     caps: set[str]) -> None:
+    rev = revision("code-package", image="cairn/python:3.11", deploy_root="/acs/code", user=user)
+    pod = m.pod(rev, 0, "ns", image_user=image_user)
+    assert pod["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}, **context}
+    for c in _containers(pod):  # app, unpack, logs: all run as the pod's user
+        assert set(c["securityContext"]["capabilities"]["add"]) == caps, c["name"]
+        assert not {"runAsUser", "runAsGroup"} & set(c["securityContext"]), "the pod's user, not a container's own"
+
+
+@pytest.mark.parametrize(("changes", "tmp_volume"), [
+    pytest.param({"read_only_root": True, "logs": {"files": []}}, "tmp",
+                 id="a read-only root gets an emptyDir at /tmp so the app can write temp files"),
+    pytest.param({"read_only_root": True, "logs": {"files": ["/tmp/app.log"]}}, "tmp",
+                 id="log files in /tmp share that emptyDir with the sidecar"),
+    pytest.param({"read_only_root": True, "dirs": [{"path": "/tmp", "host_path": "/srv/tmp"}], "logs": {"files": []}}, "dir-0",
+                 id="a directory mount at /tmp is kept, not shadowed"),
+    pytest.param({"logs": {"files": []}}, None, id="a writable root adds nothing at /tmp"),
+])
+def test_read_only_root_maps_to_the_app_container(changes: dict[str, Any], tmp_volume: str | None) -> None:
+    pod = m.pod(revision(**changes), 0, "ns")
+    app = app_container(pod)
+    assert app["securityContext"]["readOnlyRootFilesystem"] is bool(changes.get("read_only_root"))
+    at_tmp = [v["name"] for v in app["volumeMounts"] if v["mountPath"] == "/tmp"]
+    assert at_tmp == ([tmp_volume] if tmp_volume else [])
+    if tmp_volume == "tmp":
+        assert {"name": "tmp", "emptyDir": {}} in pod["spec"]["volumes"]
+    for c in pod["spec"]["containers"]:
+        if c["name"] == "logs":
+            assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+
+
+# --- host paths ------------------------------------------------------------------------------------
+def test_a_host_path_is_mounted_as_an_existing_directory_never_created() -> None:
+    volumes = {v["name"]: v for v in m.pod(revision(), 0, "ns")["spec"]["volumes"]}
+    assert volumes["dir-0"]["hostPath"] == {"path": "/srv/data", "type": "Directory"}
+
+
+@pytest.mark.parametrize(("host_path", "allowed", "ok"), [
+    pytest.param("/srv/data", None, True, id="a cluster stating no roots leaves host paths to the config layer"),
+    pytest.param("/srv/data", ["/srv/data"], True, id="the root itself is allowed"),
+    pytest.param("/srv/data/app", ["/var/lib/cairn", "/srv/data/"], True, id="a path under any root is allowed"),
+    pytest.param("/srv/database", ["/srv/data"], False, id="a sibling sharing the root's prefix is refused"),
+    pytest.param("/srv", ["/srv/data"], False, id="the root's parent is refused"),
+    pytest.param("/srv//data/../../etc", ["/srv/data"], False, id="dot segments and doubled slashes are normalised first"),
+    pytest.param("/srv/data", [], False, id="a cluster allowing no roots refuses every host path"),
+])
+def test_a_host_path_outside_the_clusters_roots_is_refused(host_path: str, allowed: list[str] | None, ok: bool) -> None:
+    rev = revision(dirs=[{"path": "/data", "host_path": "/srv/data"}])
+    # The path set past the config's own normalisation, so the builder's check is what is exercised.
+    rev = rev.model_copy(update={"spec": rev.spec.model_copy(update={"dirs": [
+        rev.spec.dirs[0].model_copy(update={"host_path": host_path})]})})
+    if ok:
+        assert m.pod(rev, 0, "ns", allowed_host_paths=allowed)["spec"]["volumes"]
+        return
+    with pytest.raises(PermanentError) as caught:
+        m.pod(rev, 0, "ns", allowed_host_paths=allowed)
+    assert f"dirs[0].host_path {host_path}" in caught.value.message and "allowed_host_paths" in (caught.value.hint or "")
 
 
 def test_a_private_registry_login_lives_in_its_own_secret_the_pod_only_names() -> None:

@@ -60,6 +60,10 @@ def _mount(target: str) -> dict[str, Any]:
     ("bind mounts carry nosuid and nodev", lambda s: all({"nosuid", "nodev"} <= set(m["options"]) for m in s["mounts"] if m["type"] == "bind")),
     ("the environment has the variables and no secret", lambda s: s["process"]["env"] == ["PATH=/usr/bin", "LOG_LEVEL=debug"]),
     ("no terminal", lambda s: s["process"]["terminal"] is False),
+    ("the root is writable unless read_only_root says otherwise", lambda s: s["root"]["readonly"] is False),
+    ("a read-only root is mounted read-only and /tmp stays a writable tmpfs",
+     lambda s: oci.spec(oci.ContainerSpec(**{**BASE.__dict__, "readonly_root": True}))["root"]["readonly"] is True
+     and _mount("/tmp")["type"] == "tmpfs" and "ro" not in _mount("/tmp")["options"]),
 ])
 def test_the_spec(rule: str, holds: Any) -> None:
     assert holds(SPEC), rule
