@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cairn import capabilities
 from cairn.config import EnvironmentSpec, HealthCheck
 from cairn.errors import PermanentError
 from cairn.naming import instance_name
@@ -33,15 +34,9 @@ PACKAGE_KEY = "package.tar.gz"
 PACKAGE_LIMIT = 900 * 1024
 POST_START_FAILED = "PostStart hook failed"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]")
-# Capabilities: drop ALL, then add back a set written out (a node's runtime default differs:
-# CRI-O's is smaller than containerd's). An app running as root keeps runc's default set (what the
-# local runtime's containers hold) minus NET_RAW, the one Pod Security "baseline" refuses (raw
-# sockets forge packets on the pod network); baseline admits the rest. A non-root app gets only
-# NET_BIND_SERVICE, all that "restricted" admits: with no privilege escalation a non-root process
-# can use no other capability anyway.
-ROOT_CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-                     "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
-NON_ROOT_CAPABILITIES = ("NET_BIND_SERVICE",)
+# Capabilities: drop ALL, then add back cairn's set (cairn.capabilities: one rule for both runtimes).
+ROOT_CAPABILITIES = capabilities.ROOT
+NON_ROOT_CAPABILITIES = capabilities.NON_ROOT
 TMP = "/tmp"  # writable (an emptyDir) when the root filesystem is read-only
 
 

@@ -217,7 +217,7 @@ class Node:
             env={**image_env, "HOSTNAME": name, **spec.env}, uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=list(user.get("additionalGids") or []),
             memory_bytes=spec.memory_mb * 1024 * 1024, cpu=spec.cpu, cgroups_path=cgroups.container_path(cid),
-            init_binary=str(self.shim()), seccomp=seccomp.profile(oci.DEFAULT_CAPABILITIES),
+            init_binary=str(self.shim()), seccomp=seccomp.profile(oci.capabilities(int(user.get("uid", 0)))),
             mounts=mounts, open_files=min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20),
             readonly_root=spec.read_only_root,
         ))

@@ -5,8 +5,8 @@ the rules are table-tested (tests/unit/test_local_oci.py). What a container gets
 
 - namespaces: pid, ipc, uts, mount and cgroup of its own; the network namespace the agent made
   for the instance on the cairn0 bridge (one address per instance, as a pod has).
-- capabilities: containerd's and Docker's default set (what a Kubernetes pod gets without a
-  securityContext): no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_NET_ADMIN, ...
+- capabilities: cairn's set, the same a pod gets on the kubernetes runtime (cairn.capabilities):
+  containerd's default minus NET_RAW as root, only NET_BIND_SERVICE otherwise.
 - ``noNewPrivileges``, the containers-common seccomp allowlist (seccomp.py), and runc's own
   masked and read-only paths under /proc and /sys, with /sys mounted read-only.
 - limits as ``linux.resources`` (memory with no swap beyond it, a CFS quota for CPU) on a cgroup
@@ -21,14 +21,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cairn import capabilities as cairn_capabilities
+
 OCI_VERSION = "1.0.2"
 INIT_PATH = "/.cairn/init"  # where shim.c's init mode is bind-mounted, read-only
 CFS_PERIOD_US = 100_000
-# containerd's oci.defaultUnixCaps() and Docker's default: the set a Kubernetes container holds.
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-)
+
+
+def capabilities(uid: int) -> tuple[str, ...]:
+    """The OCI names of the capabilities a process running as ``uid`` holds (cairn.capabilities)."""
+    return tuple(f"CAP_{name}" for name in cairn_capabilities.for_uid(uid))
+
+
 # runc spec's defaults (libcontainer/specconv.Example).
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -80,7 +84,7 @@ class ContainerSpec:
 
 
 def spec(c: ContainerSpec) -> dict[str, Any]:
-    caps = list(DEFAULT_CAPABILITIES)
+    caps = list(capabilities(c.uid))
     mounts = [dict(m) for m in BASE_MOUNTS]
     mounts.append({"destination": INIT_PATH, "type": "bind", "source": c.init_binary, "options": ["bind", "ro", "nosuid", "nodev"]})
     for m in c.mounts:

@@ -42,10 +42,10 @@ class Probe:
     host_absent: str = ""  # a host path that must not exist afterwards (a write that escaped)
 
 
-# Capability bits: 16 SYS_MODULE, 19 SYS_PTRACE, 21 SYS_ADMIN, of the app (pid 1) and of this shell,
+# Capability bits: 13 NET_RAW, 16 SYS_MODULE, 19 SYS_PTRACE, 21 SYS_ADMIN, of the app (pid 1) and of this shell,
 # effective and bounding (so none can be gained back): one digit each.
 _CAPS = ("for f in /proc/1/status /proc/self/status; do for k in CapEff CapBnd; do "
-         "e=$(( 0x$(grep \"^$k:\" $f | cut -f2) )); printf '%d%d%d' $(( (e>>16)&1 )) $(( (e>>19)&1 )) $(( (e>>21)&1 )); "
+         "e=$(( 0x$(grep \"^$k:\" $f | cut -f2) )); printf '%d%d%d%d' $(( (e>>13)&1 )) $(( (e>>16)&1 )) $(( (e>>19)&1 )) $(( (e>>21)&1 )); "
          "done; done")
 
 PROBES = [
@@ -71,7 +71,7 @@ PROBES = [
     # kernel powers
     Probe("mount -t tmpfs fails", "mkdir -p /tmp/probe-mnt && mount -t tmpfs none /tmp/probe-mnt", "refused"),
     Probe("no kernel modules to load", "ls /lib/modules", "refused"),
-    Probe("SYS_MODULE, SYS_PTRACE and SYS_ADMIN are clear, effective and bounding", _CAPS, "prints:000000000000"),
+    Probe("NET_RAW, SYS_MODULE, SYS_PTRACE and SYS_ADMIN are clear, effective and bounding", _CAPS, "prints:" + "0" * 16),
     Probe("nsenter into pid 1's namespaces fails", "nsenter -t 1 -m -u -i -n -p true", "refused"),
     Probe("unshare of a mount namespace fails", "unshare -m true", "refused"),
     Probe("unshare of a user namespace (root mapped) fails", "unshare -U -r true", "refused"),

@@ -7,6 +7,7 @@ The cgroup v2 path is covered here with a cgroup tree laid out as the kernel doe
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,12 @@ def _mount(target: str) -> dict[str, Any]:
     ("no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_NET_ADMIN, CAP_SYS_RAWIO or CAP_DAC_READ_SEARCH",
      lambda s: not {"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_NET_ADMIN", "CAP_SYS_RAWIO",
                     "CAP_DAC_READ_SEARCH"} & set(s["process"]["capabilities"]["bounding"])),
-    ("containerd's default capability set, no more", lambda s: set(s["process"]["capabilities"]["bounding"]) == set(oci.DEFAULT_CAPABILITIES)),
+    ("a non-root app holds CAP_NET_BIND_SERVICE alone, as Pod Security restricted admits",
+     lambda s: s["process"]["capabilities"]["bounding"] == ["CAP_NET_BIND_SERVICE"]),
+    ("a root app holds containerd's default set minus CAP_NET_RAW, as Pod Security baseline admits",
+     lambda s: set(oci.spec(replace(BASE, uid=0, gid=0))["process"]["capabilities"]["bounding"])
+     == {f"CAP_{c}" for c in ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                               "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")}),
     ("no inheritable or ambient capabilities",
      lambda s: not s["process"]["capabilities"].get("inheritable") and not s["process"]["capabilities"].get("ambient")),
     ("runc's masked paths hide the kernel's keys and memory",
@@ -82,7 +88,7 @@ def test_an_exec_runs_as_the_container_with_the_secrets_only_in_its_process_spec
 
 
 # --- seccomp ---------------------------------------------------------------------------------------
-PROFILE = seccomp.profile(oci.DEFAULT_CAPABILITIES, machine="x86_64")
+PROFILE = seccomp.profile(oci.capabilities(0), machine="x86_64")
 ALLOWED = {n for rule in PROFILE["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" and not rule.get("args") for n in rule["names"]}
 
 
@@ -111,7 +117,7 @@ def test_the_seccomp_profile(rule: str, holds: Any) -> None:
 
 def test_a_container_with_sys_admin_would_get_its_syscalls() -> None:
     """The caps conditions are read, not ignored: the same profile for a CAP_SYS_ADMIN holder allows mount."""
-    wider = seccomp.profile([*oci.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"], machine="x86_64")
+    wider = seccomp.profile([*oci.capabilities(0), "CAP_SYS_ADMIN"], machine="x86_64")
     assert "mount" in {n for r in wider["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
 
 
