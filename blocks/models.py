@@ -26,6 +26,8 @@ class ClusterBlock(Block):
     namespace: str | None = Field(None, title="Namespace")
     service_type: ServiceType = Field("ClusterIP", title="Service type")
     drain_s: float | None = Field(None, title="Drain (s)")
+    allowed_host_paths: list[str] | None = Field(None, title="Allowed host paths",
+                                                 description=ClusterSpec.model_fields["allowed_host_paths"].description)
 
     @classmethod
     def from_spec(cls, spec: ClusterSpec, kubeconfig: str | None = None) -> ClusterBlock:
@@ -35,6 +37,7 @@ class ClusterBlock(Block):
         return ClusterSpec(
             name=self.name, runtime=self.runtime, kubeconfig_secret=self.kubeconfig_secret,
             context=self.context, namespace=self.namespace, service_type=self.service_type, drain_s=self.drain_s,
+            allowed_host_paths=self.allowed_host_paths,
         )
 
 

@@ -33,8 +33,12 @@ class Change:
 
 def apply(config: CairnConfig) -> list[Change]:
     problems: list = []
+    # A stored cluster the file uses is read whole: its allowed_host_paths judge the file's host paths.
+    in_file = {c.name for c in config.clusters}
+    used = {env.cluster for app in config.apps for env in app.environments.values()} - in_file
+    known = [load_cluster(name).spec() if name in used else name for name in list_block_names(ClusterBlock)]
     try:
-        check_references(config, known_clusters=list_block_names(ClusterBlock))
+        check_references(config, known_clusters=known)
     except ConfigError as exc:
         problems += exc.problems
     problems += _secret_problems(config)

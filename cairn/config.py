@@ -25,19 +25,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from cairn.imageref import check_image
-from cairn.naming import dns1123_problem
-from cairn.paths import absolute_path_problem, normalized
+from cairn.naming import BLOCK_NAME as BLOCK_NAME  # re-exported: orders.requests spells it cairn.config.BLOCK_NAME
+from cairn.naming import ENV_VAR as ENV_NAME  # noqa: F401 - the name callers knew
+from cairn.naming import dns1123_problem, env_var_problem, secret_name_problem
+from cairn.paths import absolute_path_problem, host_root_problem, local_host_roots, normalized
 
 MEMORY_FLOOR_MB = 32
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-BLOCK_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Upper bounds. A ConfigMap (a file mount on kubernetes) holds at most 1 MiB; the rest are sane
+# maxima, so a typo (cpu: 5e9) is an error at apply, not an int64 overflow in a pod's manifest.
+FILE_CONTENT_MAX = 1024 * 1024
+CPU_MAX = 1024.0
+MEMORY_MAX_MB = 4 * 1024 * 1024
+INSTANCES_MAX = 1000
+PROBE_S_MAX = 3600.0
+THRESHOLD_MAX = 1000
+GRACE_MAX_S = 3600.0
 
 EnvironmentName = Literal["production", "test"]
 RuntimeKind = Literal["local", "kubernetes"]
 DeployType = Literal["image", "code-package"]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
-Seconds = Annotated[float, Field(ge=0)]
-Threshold = Annotated[int, Field(strict=True, ge=1)]
+Seconds = Annotated[float, Field(ge=0, le=PROBE_S_MAX)]
+Threshold = Annotated[int, Field(strict=True, ge=1, le=THRESHOLD_MAX)]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 DRAIN_DEFAULT_S = 2.0
 DRAIN_MAX_S = 300.0
@@ -46,7 +55,9 @@ DRAIN_MAX_S = 300.0
 class Spec(BaseModel):
     """Base of every configuration model: closed to unknown keys, immutable once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf and nan pass every comparison a bound makes (nan >= 0 is False
+    # yet nan < 0 is False too), so they are refused before any bound is read.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def refuse(field: str, value: object, fix: str) -> PydanticCustomError:
@@ -58,18 +69,19 @@ def refuse(field: str, value: object, fix: str) -> PydanticCustomError:
     return PydanticCustomError("cairn", "{fix}", {"fix": fix, "field": field, "value": value})
 
 
-def _check_label(value: str) -> str:
-    problem = dns1123_problem(value)
+def must_pass(value: str, problem: str | None) -> str:
+    """``value``, or the ValueError pydantic reports as the field's problem."""
     if problem:
         raise ValueError(problem)
     return value
 
 
+def _check_label(value: str) -> str:
+    return must_pass(value, dns1123_problem(value))
+
+
 def _check_abs(value: str) -> str:
-    problem = absolute_path_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return normalized(value)
+    return normalized(must_pass(value, absolute_path_problem(value)))
 
 
 class ClusterSpec(Spec):
@@ -97,7 +109,31 @@ class ClusterSpec(Spec):
                     f"0 turns draining off: pods are deleted at once, as Kubernetes itself does.",
     )
 
+    allowed_host_paths: list[str] | None = Field(
+        None, title="Allowed host paths",
+        description="Directories of the node under which an environment's dirs[].host_path may lie; anything else is refused "
+                    "at apply. Empty: on local, the agent's volumes directory and the data root ($CAIRN_DATA_ROOT, else "
+                    "$CAIRN_HOME/data); on kubernetes, none (no hostPath at all).",
+    )
+
     _name = field_validator("name")(_check_label)
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _roots(cls, roots: list[str] | None) -> list[str] | None:
+        if roots is None:
+            return None
+        for i, root in enumerate(roots):
+            problem = host_root_problem(root)
+            if problem:
+                raise refuse(f"[{i}]", root, problem)
+        return [normalized(r) for r in roots]
+
+    def host_path_roots(self) -> list[str]:
+        """The roots a host_path on this cluster must lie under (see ``allowed_host_paths``)."""
+        if self.allowed_host_paths is not None:
+            return list(self.allowed_host_paths)
+        return local_host_roots() if self.runtime == "local" else []
 
     @model_validator(mode="after")
     def _runtime_fields(self) -> ClusterSpec:
@@ -122,27 +158,51 @@ class PortMapping(Spec):
     )
     name: str | None = Field(None, title="Name", description="Optional port name (DNS-1123 label, at most 15 characters).")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        problem = None if name is None else dns1123_problem(name) or (len(name) > 15 and "must be at most 15 characters")
+        if problem:
+            raise ValueError(problem)
+        return name
+
 
 class FileMount(Spec):
     path: str = Field(title="Path", description="Absolute path of the file inside the instance.")
-    content: str = Field(title="Content", description="The file's text.")
+    content: str = Field(title="Content", description="The file's text, at most 1 MiB (what a Kubernetes ConfigMap holds).")
 
     _path = field_validator("path")(_check_abs)
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, content: str) -> str:
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > FILE_CONTENT_MAX:
+            raise ValueError(f"is {size} bytes; a file mount holds at most {FILE_CONTENT_MAX} (1 MiB, a ConfigMap's limit): "
+                             "ship larger files in the image or the code package")
+        return content
 
 
 class DirMount(Spec):
     path: str = Field(title="Path", description="Absolute path inside the instance.")
-    host_path: str = Field(title="Host path", description="Absolute directory on the node; created when missing on local, "
-                                                          "and must exist on a Kubernetes node.")
+    host_path: str = Field(title="Host path", description="Absolute directory on the node, under one of the cluster's "
+                                                          "allowed_host_paths; created when missing on local, and must exist "
+                                                          "on a Kubernetes node.")
 
-    _paths = field_validator("path", "host_path")(_check_abs)
+    _path = field_validator("path")(_check_abs)
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, path: str) -> str:
+        # The cluster's allowed roots are checked with the cluster known (configfile.check_references).
+        return normalized(must_pass(path, host_root_problem(path)))
 
 
 class LogSpec(Spec):
     stdout: bool = Field(True, title="Collect stdout/stderr")
     files: list[str] = Field(default_factory=list, title="Log files", description="Absolute paths or globs inside the instance.")
-    max_size_mb: Annotated[int, Field(strict=True, ge=1)] = Field(10, title="Rotate at (MB)")
-    keep: Annotated[int, Field(strict=True, ge=1)] = Field(3, title="Rotated files kept")
+    max_size_mb: Annotated[int, Field(strict=True, ge=1, le=1024 * 1024)] = Field(10, title="Rotate at (MB)")
+    keep: Annotated[int, Field(strict=True, ge=1, le=THRESHOLD_MAX)] = Field(3, title="Rotated files kept")
 
     @field_validator("files")
     @classmethod
@@ -150,8 +210,18 @@ class LogSpec(Spec):
         return [_check_abs(f) for f in files]
 
 
+def _check_argv(argv: list[str] | None) -> list[str] | None:
+    # execve takes C strings: a NUL would cut an argument short, or fail the start.
+    for i, arg in enumerate(argv or []):
+        if "\x00" in arg:
+            raise refuse(f"[{i}]", arg, "must not contain a NUL byte")
+    return argv
+
+
 class ExecAction(Spec):
     command: list[str] = Field(min_length=1, title="Command", description="argv, run inside the instance (no shell unless you call one).")
+
+    _command = field_validator("command")(_check_argv)
 
 
 class HttpGetAction(Spec):
@@ -166,6 +236,9 @@ class HttpGetAction(Spec):
     def _path(cls, path: str) -> str:
         if not path.startswith("/"):
             raise ValueError('must start with "/"')
+        if any(ord(c) <= 0x20 or ord(c) >= 0x7f for c in path):
+            # The path goes into the probe's request line: a space or newline would split it.
+            raise ValueError("must be a URL path without spaces, control or non-ASCII characters (percent-encode them)")
         return path
 
 
@@ -175,8 +248,8 @@ class HealthCheck(Spec):
     http: HttpGetAction | None = Field(None, title="HTTP check")
     exec: ExecAction | None = Field(None, title="Command check")
     initial_delay_s: Seconds = Field(0, title="Initial delay (s)")
-    period_s: Annotated[float, Field(gt=0)] = Field(10, title="Period (s)")
-    timeout_s: Annotated[float, Field(gt=0)] = Field(1, title="Timeout (s)")
+    period_s: Annotated[float, Field(gt=0, le=PROBE_S_MAX)] = Field(10, title="Period (s)")
+    timeout_s: Annotated[float, Field(gt=0, le=PROBE_S_MAX)] = Field(1, title="Timeout (s)")
     success_threshold: Threshold = Field(1, title="Success threshold")
     failure_threshold: Threshold = Field(3, title="Failure threshold")
 
@@ -191,7 +264,7 @@ class HealthCheck(Spec):
         """How long an instance may take to pass: delay plus enough periods to fail the threshold.
 
         >>> HealthCheck(http={"port": 80}, initial_delay_s=1, period_s=2, failure_threshold=3).budget_s
-        9.0
+        10.0
         """
         return self.initial_delay_s + self.period_s * (self.failure_threshold + self.success_threshold) + self.timeout_s
 
@@ -204,8 +277,8 @@ class Lifecycle(Spec):
     post_start: Hook | None = Field(None, title="PostStart",
                                     description="Runs after start; the instance is not running until it ends; failure kills it.")
     pre_stop: Hook | None = Field(None, title="PreStop", description="Runs before SIGTERM; counts against the grace period.")
-    termination_grace_period_s: Seconds = Field(
-        30, title="Grace period (s)", description="From the start of PreStop to SIGKILL."
+    termination_grace_period_s: Annotated[float, Field(ge=0, le=GRACE_MAX_S)] = Field(
+        30, title="Grace period (s)", description=f"From the start of PreStop to SIGKILL, at most {GRACE_MAX_S:g} s."
     )
 
 
@@ -271,9 +344,10 @@ class EnvironmentSpec(Spec):
         description="The app cannot write its image's files; /tmp stays writable (an emptyDir on Kubernetes, a tmpfs "
                     "locally), and so do the deploy root, directory mounts and log directories.",
     )
-    instances: Annotated[int, Field(strict=True)] = Field(title="Instances", description="At least 2.")
-    cpu: float = Field(title="CPU (cores)", description="Per instance, e.g. 0.5.")
-    memory_mb: Annotated[int, Field(strict=True)] = Field(title="Memory (MB)", description=f"Per instance, a whole number >= {MEMORY_FLOOR_MB}.")
+    instances: Annotated[int, Field(strict=True, le=INSTANCES_MAX)] = Field(title="Instances", description=f"At least 2, at most {INSTANCES_MAX}.")
+    cpu: Annotated[float, Field(le=CPU_MAX)] = Field(title="CPU (cores)", description="Per instance, e.g. 0.5.")
+    memory_mb: Annotated[int, Field(strict=True, le=MEMORY_MAX_MB)] = Field(
+        title="Memory (MB)", description=f"Per instance, a whole number >= {MEMORY_FLOOR_MB}.")
     deploy_root: str | None = Field(None, title="Deploy root", description="Where the code package is unpacked, e.g. /acs/code.")
     ports: list[PortMapping] = Field(default_factory=list, title="Ports")
     env: dict[str, str] = Field(default_factory=dict, title="Environment variables")
@@ -312,10 +386,12 @@ class EnvironmentSpec(Spec):
     def _image(cls, image: str) -> str:
         return check_image(image)
 
+    _command = field_validator("command")(_check_argv)
+
     @field_validator("image_pull_secret")
     @classmethod
     def _pull_secret(cls, name: str | None) -> str | None:
-        if name is not None and not BLOCK_NAME.fullmatch(name):
+        if name is not None and secret_name_problem(name):
             raise ValueError(f"must name a secret (a lowercase name such as registry-login), got {name!r}")
         return name
 
@@ -327,16 +403,20 @@ class EnvironmentSpec(Spec):
     @field_validator("env", "secret_env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in env if not ENV_NAME.match(k)]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not an environment variable name (letters, digits, _; not starting with a digit)")
+        for name, value in env.items():
+            problem = env_var_problem(name)
+            if problem:
+                raise refuse("", name, problem)
+            if "\x00" in value:
+                # The kernel passes the environment as C strings: the value would end at the NUL.
+                raise refuse("", value, f"the value of {name} must not contain a NUL byte")
         return env
 
     @field_validator("secret_env")
     @classmethod
     def _secret_names(cls, env: dict[str, str]) -> dict[str, str]:
         for var, secret in env.items():
-            if not secret or not BLOCK_NAME.match(secret):
+            if secret_name_problem(secret):
                 raise ValueError(f"{var} must name a secret (a lowercase name such as shop-db-password), got {secret!r}")
         return env
 
@@ -420,10 +500,7 @@ class SourceSpec(Spec):
     @field_validator("ref")
     @classmethod
     def _ref(cls, ref: str) -> str:
-        problem = ref_problem(ref)
-        if problem:
-            raise ValueError(problem)
-        return ref
+        return must_pass(ref, ref_problem(ref))
 
     @field_validator("build_command")
     @classmethod

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, PrivateAttr, computed_field, field_validator, model_validator
 
-from cairn.config import DeployType, EnvironmentName, EnvironmentSpec, Spec
+from cairn.config import DeployType, EnvironmentName, EnvironmentSpec, Spec, must_pass
 from cairn.imageref import Reference, is_digest, is_short
+from cairn.naming import VERSION as VERSION  # re-exported: the flows and orders spell it cairn.revision.VERSION
+from cairn.naming import version_problem
 
-VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # At their default, these stay out of the digest's body (see the module's docstring).
 _LATER_FIELDS = ("image_digest",)
 _LATER_SPEC_FIELDS: dict[str, object] = {"image_pull_secret": None, "user": None, "read_only_root": False}
@@ -61,9 +61,7 @@ class Revision(Spec):
     @field_validator("version")
     @classmethod
     def _version(cls, version: str) -> str:
-        if not VERSION.match(version):
-            raise ValueError("a version is 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. v2, 1.4.0)")
-        return version
+        return must_pass(version, version_problem(version))
 
     @field_validator("image_digest")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cairn.cli.args import AppArg, checked, environment_problem
 from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 from cairn.plan import PauseMode
 
@@ -23,9 +24,10 @@ def register(root: typer.Typer) -> None:
 
 
 def build(
-    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    app_name: AppArg,
     ref: Annotated[str | None, typer.Option("--ref", "-r", help="Branch, tag or full commit id; default: the source's ref.")] = None,
-    release: Annotated[str | None, typer.Option("--release", help="Then ship the package to this environment.")] = None,
+    release: Annotated[str | None, typer.Option("--release", callback=checked(environment_problem),
+                                                help="Then ship the package to this environment.")] = None,
     batches: Annotated[int, typer.Option("--batches", "-b", help="Batches of the release order.")] = 2,
     pause_mode: Annotated[PauseMode, typer.Option("--pause-mode", "-p", help="When the release order pauses.")] = PauseMode.FIRST_BATCH,
     as_json: JsonFlag = False,

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from cairn.cli.args import AppArg, EnvArg, InstanceArg, checked
 from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
+from cairn.naming import instance_problem
 
 if TYPE_CHECKING:
     from cairn.tasks.context import Target
 
-AppArg = Annotated[str, typer.Argument(metavar="APP")]
-EnvArg = Annotated[str, typer.Argument(metavar="ENV")]
 agent_app = typer.Typer(help="The local node agent that owns local instances.", no_args_is_help=True)
 
 
@@ -166,7 +166,7 @@ def traffic(app: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
     emit(view.to_dict(), as_json, lambda _: render(view))
 
 
-def events(app: AppArg, env: EnvArg, instance: Annotated[str | None, typer.Option("--instance", "-i")] = None,
+def events(app: AppArg, env: EnvArg, instance: Annotated[str | None, typer.Option("--instance", "-i", callback=checked(instance_problem))] = None,
            as_json: JsonFlag = False) -> None:
     """System events of the environment's instances; Warning ones marked."""
     with errors_as_exit(as_json):
@@ -183,7 +183,7 @@ def events(app: AppArg, env: EnvArg, instance: Annotated[str | None, typer.Optio
     emit(rows, as_json, render)
 
 
-def logs(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
+def logs(app: AppArg, env: EnvArg, instance: InstanceArg,
          follow: Annotated[bool, typer.Option("-f", "--follow")] = False, tail: Annotated[int | None, typer.Option("--tail")] = None) -> None:
     """An instance's logs (stdout/stderr with timestamps); -f keeps following."""
     with errors_as_exit():
@@ -196,7 +196,7 @@ def logs(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metav
             pass
 
 
-def exec_cmd(ctx: typer.Context, app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")]) -> None:
+def exec_cmd(ctx: typer.Context, app: AppArg, env: EnvArg, instance: InstanceArg) -> None:
     """Run a command inside an instance: cairn exec APP ENV INSTANCE -- CMD..."""
     command = [a for a in ctx.args if a != "--"] or ["sh", "-c", "true"]
     with errors_as_exit():
@@ -209,7 +209,7 @@ def exec_cmd(ctx: typer.Context, app: AppArg, env: EnvArg, instance: Annotated[s
     raise typer.Exit(result.exit_code)
 
 
-def shell(app: AppArg, env: EnvArg, instance: Annotated[str, typer.Argument(metavar="INSTANCE")]) -> None:
+def shell(app: AppArg, env: EnvArg, instance: InstanceArg) -> None:
     """An interactive shell inside an instance (its env, paths and cwd)."""
     with errors_as_exit():
         from cairn.orders.actions import who

@@ -19,6 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from cairn.cli.args import AppArg, EnvArg, SecretArg
 from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 
 # Commands (or groups of them) that work with no platform up: they start it, stop it, report on
@@ -89,14 +90,11 @@ def _needs_platform(ctx: typer.Context, rest: list[str]) -> bool:
 
 
 @secret_app.command("set")
-def secret_set(name: Annotated[str, typer.Argument(help="Secret name (lowercase, digits, '-').")]) -> None:
+def secret_set(name: SecretArg) -> None:
     """Store a secret. The value is read from stdin or a hidden prompt, never from the command line."""
-    from cairn.config import BLOCK_NAME
     from cairn.errors import ConfigError
 
     with errors_as_exit():
-        if not BLOCK_NAME.match(name):
-            raise ConfigError.single("name", name, "a secret name is lowercase letters, digits and '-'")
         value = getpass.getpass(f"value for {name}: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
         if not value:
             raise ConfigError.single("value", "", "the secret's value is empty; pipe it on stdin or type it at the prompt")
@@ -155,8 +153,7 @@ def app_list(as_json: JsonFlag = False) -> None:
 
 
 @env_app.command("show")
-def env_show(app_name: Annotated[str, typer.Argument(metavar="APP")], env: Annotated[str, typer.Argument(metavar="ENV")],
-             as_json: JsonFlag = False) -> None:
+def env_show(app_name: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
     """The stored configuration of one environment (secret values are never shown: only their names)."""
     with errors_as_exit(as_json):
         from cairn.blocks import store

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cairn.cli.args import AppArg, VersionArg
 from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 
 package_app = typer.Typer(help="Code packages: reproducible archives a release order ships.", no_args_is_help=True)
@@ -18,27 +19,19 @@ def register(root: typer.Typer) -> None:
 
 
 @package_app.command("add")
-def add(app: Annotated[str, typer.Argument(metavar="APP")], version: Annotated[str, typer.Argument(metavar="VERSION")],
-        directory: Annotated[Path, typer.Argument(metavar="DIR")], as_json: JsonFlag = False) -> None:
+def add(app: AppArg, version: VersionArg, directory: Annotated[Path, typer.Argument(metavar="DIR")], as_json: JsonFlag = False) -> None:
     """Pack DIR reproducibly and store it as APP's VERSION (same tree, same digest)."""
     with errors_as_exit(as_json):
         from dataclasses import asdict
 
         from cairn import packages
-        from cairn.errors import ConfigError
-        from cairn.naming import dns1123_problem
-        from cairn.revision import VERSION
 
-        if dns1123_problem(app):
-            raise ConfigError.single("APP", app, dns1123_problem(app) or "")
-        if not VERSION.match(version):
-            raise ConfigError.single("VERSION", version, "1-63 letters, digits, '.', '_' or '-'")
         record = packages.add(app, version, packages.pack_bytes(directory), {"dir": str(directory.resolve())})
     emit(asdict(record), as_json, lambda r: console.print(f"package {r['app']} {r['version']} sha256:{r['digest']}"))
 
 
 @package_app.command("list")
-def list_cmd(app: Annotated[str, typer.Argument(metavar="APP")], as_json: JsonFlag = False) -> None:
+def list_cmd(app: AppArg, as_json: JsonFlag = False) -> None:
     """Packages of APP, oldest first."""
     from dataclasses import asdict
 

@@ -11,7 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cairn.cli.args import AppArg, EnvArg, OrderArg, checked, environment_problem, refuse_bad
 from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
+from cairn.naming import dns1123_problem, version_problem
 from cairn.plan import PauseMode, pauses_after, plan_release
 
 release_app = typer.Typer(help="Release orders: ship a version to an environment batch by batch.", no_args_is_help=True)
@@ -62,9 +64,9 @@ def _render_plan(doc: dict[str, Any]) -> None:
 
 @release_app.command("create")
 def create(
-    app_name: Annotated[str, typer.Argument(metavar="APP")],
-    env: Annotated[str, typer.Argument(metavar="ENV")],
-    version: Annotated[str, typer.Option("--version", "-v", help="Image tag or code package version to ship.")],
+    app_name: AppArg,
+    env: EnvArg,
+    version: Annotated[str, typer.Option("--version", "-v", callback=checked(version_problem), help="Image tag or code package version to ship.")],
     batches: Annotated[int, typer.Option("--batches", "-b", help="Number of batches, 1 <= B <= instances.")] = 2,
     pause_mode: Annotated[PauseMode, typer.Option("--pause-mode", "-p", help="When to pause for approval.")] = PauseMode.FIRST_BATCH,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; create nothing.")] = False,
@@ -105,7 +107,8 @@ def _render_order(o: dict[str, Any]) -> None:
 
 
 @release_app.command("list")
-def list_cmd(app_name: Annotated[str | None, typer.Option("--app")] = None, env: Annotated[str | None, typer.Option("--env")] = None,
+def list_cmd(app_name: Annotated[str | None, typer.Option("--app", callback=checked(dns1123_problem))] = None,
+             env: Annotated[str | None, typer.Option("--env", callback=checked(environment_problem))] = None,
              limit: int = 50, as_json: JsonFlag = False) -> None:
     """Release orders, newest first."""
     with errors_as_exit(as_json):
@@ -123,7 +126,7 @@ def list_cmd(app_name: Annotated[str | None, typer.Option("--app")] = None, env:
 
 
 @release_app.command("show")
-def show_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def show_cmd(order: OrderArg, as_json: JsonFlag = False) -> None:
     """One order: status, pause mode (with who switched it), and its instances."""
     with errors_as_exit(as_json):
         from cairn.orders import actions
@@ -133,7 +136,7 @@ def show_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonF
 
 
 @release_app.command("resume")
-def resume_cmd(order: Annotated[str, typer.Argument(metavar="ID")],
+def resume_cmd(order: OrderArg,
                pause_mode: Annotated[PauseMode | None, typer.Option("--pause-mode", "-p")] = None,
                comment: Annotated[str, typer.Option("--comment", "-c")] = "", as_json: JsonFlag = False) -> None:
     """Approve a paused order: it goes on with the next batch."""
@@ -145,7 +148,7 @@ def resume_cmd(order: Annotated[str, typer.Argument(metavar="ID")],
 
 
 @release_app.command("pause-mode")
-def pause_mode_cmd(order: Annotated[str, typer.Argument(metavar="ID")], mode: Annotated[PauseMode, typer.Argument(metavar="MODE")],
+def pause_mode_cmd(order: OrderArg, mode: Annotated[PauseMode, typer.Argument(metavar="MODE")],
                    as_json: JsonFlag = False) -> None:
     """Switch a running or paused order to another pause mode (recorded with who and when)."""
     with errors_as_exit(as_json):
@@ -156,7 +159,7 @@ def pause_mode_cmd(order: Annotated[str, typer.Argument(metavar="ID")], mode: An
 
 
 @release_app.command("retry")
-def retry_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def retry_cmd(order: OrderArg, as_json: JsonFlag = False) -> None:
     """Re-deploy only the failed instances; a failed order goes on from where it stopped."""
     with errors_as_exit(as_json):
         from cairn.orders import actions
@@ -172,7 +175,7 @@ def retry_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
 
 
 @release_app.command("close")
-def close_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def close_cmd(order: OrderArg, as_json: JsonFlag = False) -> None:
     """Stop an order that is not completed; it ends `closed` and instances stay as they are."""
     with errors_as_exit(as_json):
         from cairn.orders import actions
@@ -182,7 +185,7 @@ def close_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
 
 
 @release_app.command("rollback")
-def rollback_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def rollback_cmd(order: OrderArg, as_json: JsonFlag = False) -> None:
     """Return every instance to the last completed revision, batch by batch (closing this order first)."""
     with errors_as_exit(as_json):
         from cairn.orders import actions
@@ -192,7 +195,7 @@ def rollback_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: J
 
 
 @release_app.command("wait")
-def wait_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def wait_cmd(order: OrderArg, as_json: JsonFlag = False) -> None:
     """Follow an order with a progress bar until it pauses or ends."""
     from cairn.cli import follow
 
@@ -202,14 +205,31 @@ def wait_cmd(order: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonF
 VERBS = ("set", "list", "remove", "apply")
 
 
+def _verb(args: list[str]) -> tuple[str, list[str]]:
+    # One command with a verb rather than a group: a group cannot take APP ENV itself.
+    return (args[0], args[1:]) if args and args[0] in VERBS else ("set", args)
+
+
+def _schedule_args(args: list[str]) -> list[str]:
+    """APP and ENV of set and remove, checked as the other commands' APP and ENV are."""
+    verb, rest = _verb(args or [])
+    if verb in ("set", "remove"):
+        for value, rule in zip(rest, (dns1123_problem, environment_problem), strict=False):
+            refuse_bad(value, rule)
+    return args
+
+
 @release_app.command("schedule")
-def schedule_cmd(args: Annotated[list[str], typer.Argument(metavar="[set] APP ENV | list | remove APP ENV | apply")],
-                 version: Annotated[str | None, typer.Option("--version", "-v", help="Version every scheduled run ships.")] = None,
+def schedule_cmd(args: Annotated[list[str], typer.Argument(metavar="[set] APP ENV | list | remove APP ENV | apply",
+                                                           callback=_schedule_args)],
+                 version: Annotated[str | None, typer.Option("--version", "-v", callback=checked(version_problem),
+                                                             help="Version every scheduled run ships.")] = None,
                  cron: Annotated[str | None, typer.Option("--cron", help="Five-field cron, e.g. '0 2 * * *'.")] = None,
                  batches: Annotated[int, typer.Option("--batches", "-b")] = 2,
                  pause_mode: Annotated[PauseMode, typer.Option("--pause-mode", "-p")] = PauseMode.FIRST_BATCH,
                  timezone: Annotated[str, typer.Option("--timezone", help="IANA zone the cron is read in.")] = "UTC",
-                 app_filter: Annotated[str | None, typer.Option("--app", help="list: only this app's schedules.")] = None,
+                 app_filter: Annotated[str | None, typer.Option("--app", callback=checked(dns1123_problem),
+                                                                help="list: only this app's schedules.")] = None,
                  file: Annotated[Path | None, typer.Option("-f", "--file", help="apply: YAML with a `schedules:` list.")] = None,
                  as_json: JsonFlag = False) -> None:
     """Scheduled releases, run by the Prefect server's scheduler (one schedule per app and environment).
@@ -217,9 +237,7 @@ def schedule_cmd(args: Annotated[list[str], typer.Argument(metavar="[set] APP EN
     cairn release schedule APP ENV --version V --cron "0 2 * * *" [--batches B --pause-mode M]   (replaces its schedule)
     cairn release schedule list [--app APP] | remove APP ENV | apply -f FILE
     """
-    # One command with a verb rather than a group: a group cannot take APP ENV itself.
-    verb = args[0] if args and args[0] in VERBS else "set"
-    rest = args[1:] if args and args[0] in VERBS else args
+    verb, rest = _verb(args)
     with errors_as_exit(as_json):
         from cairn.errors import ConfigError
         from cairn.orders import schedules

@@ -15,8 +15,8 @@ def connect(cluster: ClusterSpec, *, kubeconfig: str | None = None) -> Runtime:
         return LocalRuntime(autostart=True)
     from cairn.runtimes.kubernetes import KubernetesRuntime
 
-    # Hook for issue 18's cluster field: the host roots a cluster allows, refused again when pods
-    # are built (the config layer checks at apply); None, no field yet, leaves host paths unchecked.
-    allowed_host_paths = getattr(cluster, "allowed_host_paths", None)
+    # The host roots the cluster allows are checked at apply (configfile) and again when pods are
+    # built: a revision stored before a root was removed is refused too.
+    allowed_host_paths = cluster.host_path_roots()
     return KubernetesRuntime(kubeconfig=kubeconfig, context=cluster.context, namespace=cluster.namespace,
                              service_type=cluster.service_type, drain_s=cluster.drain_s, allowed_host_paths=allowed_host_paths)

@@ -32,7 +32,9 @@ def register(tmp_path: Path, *, instances: int = 4, health_file: Path | None = N
     if health_file is not None:
         env["env"] = {"DEMO_HEALTH_FILE": f"/deps/{health_file.name}"}
         env["dirs"] = [{"path": "/deps", "host_path": str(health_file.parent)}]
-    data = {"clusters": [{"name": "rel-a"}, {"name": "rel-b"}],
+    # The host path lies under what the cluster allows (a local cluster's default is $CAIRN_HOME/data).
+    roots = {"allowed_host_paths": [str(health_file.parent)]} if health_file is not None else {}
+    data = {"clusters": [{"name": "rel-a", **roots}, {"name": "rel-b"}],
             "apps": [{"name": app, "deploy_type": "image", "environments": {"production": env}}]}
     store.apply(load_data(data))
     return app

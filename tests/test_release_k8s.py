@@ -41,7 +41,8 @@ def register(k8s: Any, health: Path) -> str:
         "lifecycle": {"termination_grace_period_s": 2},
     }
     clusters = [{"name": f"k8s-{c}", "runtime": "kubernetes", "kubeconfig_secret": f"k8s-{c}-kubeconfig",
-                 "context": getattr(k8s, f"context_{c}"), "namespace": NAMESPACE} for c in ("a", "b")]
+                 "context": getattr(k8s, f"context_{c}"), "namespace": NAMESPACE, "allowed_host_paths": [str(health.parent)]}
+                for c in ("a", "b")]
     data = {"clusters": clusters, "apps": [{"name": app, "deploy_type": "image", "environments": {
         "production": {**env, "cluster": "k8s-a"}, "test": {**env, "cluster": "k8s-b"}}}]}
     store.apply(load_data(data))

@@ -229,7 +229,7 @@ def register_per_instance_health(tmp_path: Path) -> tuple[str, Path]:
            "ports": [{"container_port": 8080}], "dirs": [{"path": "/deps", "host_path": str(deps)}],
            "health_check": {"exec": {"command": ["sh", "-c", "test -e /deps/ok-$(cat /etc/hostname)"]},
                             "period_s": 0.5, "timeout_s": 2, "failure_threshold": 6}}
-    store.apply(load_data({"clusters": [{"name": "ui-a"}, {"name": "ui-b"}],
+    store.apply(load_data({"clusters": [{"name": "ui-a", "allowed_host_paths": [str(deps)]}, {"name": "ui-b"}],
                            "apps": [{"name": app, "deploy_type": "image", "environments": {"production": env}}]}))
     return app, deps
 

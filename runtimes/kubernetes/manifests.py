@@ -19,7 +19,7 @@ from cairn import capabilities
 from cairn.config import EnvironmentSpec, HealthCheck
 from cairn.errors import PermanentError
 from cairn.naming import instance_name
-from cairn.paths import normalized
+from cairn.paths import normalized, under_any
 from cairn.revision import Revision
 
 PREFIX = "cairn.dev/"
@@ -172,7 +172,7 @@ def check_host_paths(spec: EnvironmentSpec, allowed: Sequence[str] | None) -> No
     roots = [normalized(r) for r in allowed]
     for i, d in enumerate(spec.dirs):
         path = normalized(d.host_path)
-        if not any(_under(path, root) for root in roots):
+        if not under_any(path, roots):
             raise PermanentError(
                 f"dirs[{i}].host_path {d.host_path} is not under the cluster's allowed host paths ({', '.join(roots) or 'none'})",
                 hint="mount a directory under one of them, or ask the cluster's administrator to add a root to allowed_host_paths")
@@ -225,10 +225,6 @@ def log_dirs(spec: EnvironmentSpec) -> list[str]:
     return out
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def _glob_word(pattern: str) -> str:
     """``pattern`` as one shell word that still globs: quote everything but ``*`` and ``?``."""
     return "".join(part if part in ("*", "?") else shlex.quote(part) for part in re.split(r"([*?])", pattern) if part)
@@ -240,7 +236,7 @@ def _log_sidecar(spec: EnvironmentSpec, image: str, app_mounts: list[dict[str, A
     path, so the kubelet keeps (and rotates) them with the container logs."""
     mounts: list[dict[str, Any]] = []
     for i, directory in enumerate(log_dirs(spec)):
-        covering = [m for m in app_mounts if "subPath" not in m and _under(directory, m["mountPath"])]
+        covering = [m for m in app_mounts if "subPath" not in m and under_any(directory, [m["mountPath"]])]
         if covering:
             mount = max(covering, key=lambda m: len(m["mountPath"]))
             if mount not in mounts:

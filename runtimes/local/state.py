@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cairn.paths import cairn_home
+from cairn.paths import agent_state_dir
 from cairn.runtime import EnvRef
 
 
 def default_state_dir(state_dir: Path | str | None = None) -> Path:
     if state_dir is not None:
         return Path(state_dir)
-    return Path(os.environ.get("CAIRN_AGENT_STATE") or cairn_home() / "agent")
+    return agent_state_dir()
 
 
 def write_json(path: Path, data: Any) -> None:

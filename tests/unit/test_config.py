@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from cairn.config import ClusterSpec
 from cairn.configfile import check_references, load_data, load_file, load_text
 from cairn.errors import ConfigError
 
@@ -114,7 +115,8 @@ def test_a_stored_cluster_counts_as_known() -> None:
     config = load_data(data)
     with pytest.raises(ConfigError):
         check_references(config, [])
-    check_references(config, ["prod-k8s"])
+    # Known by its stored spec: its allowed_host_paths judge the environment's host path.
+    check_references(config, [ClusterSpec(name="prod-k8s", allowed_host_paths=["/tmp/cairn-demo"])])
 
 
 def test_several_problems_are_reported_together() -> None:
