@@ -109,7 +109,8 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
     rows, progress = artifacts(order)  # flushed before the run completed
     assert [r["state"] for r in rows] == ["done"] * 4 and progress == 100.0, rows
 
-    for args, code in ((("release", "resume", order), 4), (("release", "close", order), 4), (("release", "show", "no-such-order"), 3)):
+    for args, code in ((("release", "resume", order), 4), (("release", "close", order), 4), (("release", "show", "no-such-order"), 2),
+                       (("release", "show", "00000000-0000-0000-0000-000000000001"), 3)):
         proc = cli(*args)
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
     with pytest.raises(NotFound):
