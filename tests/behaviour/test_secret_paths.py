@@ -88,7 +88,7 @@ def test_what_a_health_check_prints_is_masked_in_the_reason_and_events(runtime: 
     env, values = runtime.env("probe"), fresh()
     # Said last: a reason keeps the end of what the check printed (its last 200 characters).
     check = {"http": None, "exec": {"command": ["sh", "-c", f'{SAYS} >&2; echo "db refused password $DB_PASSWORD" >&2; exit 1']},
-             "period_s": 0.5, "failure_threshold": 3}
+             "period_s": 0.5, "timeout_s": 5, "failure_threshold": 3}
     ship(runtime, env, values, health_check=check)
     [instance] = runtime.wait(env, lambda i: bool(i) and i[0].phase is Phase.FAILED, 90, "the instance to fail")
     assert instance.reason and f"db refused password {MASK}" in instance.reason, instance.reason
