@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -18,6 +20,7 @@ import orjson
 import yaml
 
 from cairn.errors import PermanentError, TemporaryError
+from cairn.redaction import redact
 from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes.errors import edge
 
@@ -54,6 +57,10 @@ def client_for(kubeconfig: str | None, context: str | None) -> Any:
     from kubernetes import client, config
 
     cfg = client.Configuration()
+    if kubeconfig:
+        _MASKING.values.update(_values(kubeconfig))
+        if _MASKING not in logging.getLogger().filters:
+            logging.getLogger().addFilter(_MASKING)
     try:
         if kubeconfig:
             data = yaml.safe_load(kubeconfig)
@@ -66,11 +73,100 @@ def client_for(kubeconfig: str | None, context: str | None) -> Any:
             except config.ConfigException:
                 config.load_kube_config(context=context, client_configuration=cfg, persist_config=False)
     except Exception as exc:  # noqa: BLE001 - a bad kubeconfig is the user's to fix, whatever the client says
-        raise PermanentError(f"cannot use the kubeconfig{f' (context {context})' if context else ''}: {type(exc).__name__}: {exc}",
+        raise PermanentError(f"cannot use the kubeconfig{f' (context {context})' if context else ''}: {_unquoted(exc, kubeconfig)}",
                              hint="check the cluster's kubeconfig_secret holds a kubeconfig with that context") from None
     cfg.connection_pool_maxsize = 32  # batches create pods in parallel
     cfg.retries = 1  # an unreachable API becomes a TemporaryError quickly; the flow retries
     return client.ApiClient(cfg)
+
+
+_GRAMMAR = re.compile(r"'(<[a-z ]+>|[][{},:?-])'")
+
+
+class _Masking(logging.Filter):
+    """The client logs what an exec credential plugin printed on its stderr (``logging.error`` on
+    the root logger), at load and at each token refresh: the values of every kubeconfig this
+    process loaded are masked in the root logger's records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.values:
+            record.msg, record.args = redact(record.getMessage(), self.values), None
+        return True
+
+
+_MASKING = _Masking()
+
+
+def _unquoted(exc: Exception, kubeconfig: str | None) -> str:
+    """What was wrong with a kubeconfig, without its content: the kubeconfig is a secret (tokens,
+    client keys), and YAML's errors quote the offending line with a caret under it."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        # A problem may quote what it found ("found character '@' ..."): a piece of the content.
+        # What it expected (',' or '}', '<stream end>') is the grammar's and stays.
+        problem = re.sub(r"'[^']*'", lambda q: q[0] if _GRAMMAR.fullmatch(q[0]) else "'…'", exc.problem or "a syntax error")
+        return f"it is not valid YAML{where}: {problem}"
+    if isinstance(exc, yaml.YAMLError):
+        return "it is not valid YAML"
+    # The client's own messages name keys and objects, yet some quote what a credential plugin said.
+    return redact(f"{type(exc).__name__}: {exc}", _values(kubeconfig))
+
+
+# Where a kubeconfig keeps credentials: a user's token, password and key, a CA, an exec plugin's
+# environment (``env: [{name, value}]``) and an auth provider's configuration.
+_CREDENTIALS = {"token", "password", "client-key-data", "client-certificate-data", "certificate-authority-data", "value"}
+
+
+def _values(kubeconfig: str | None) -> list[str]:
+    """The credentials a kubeconfig holds (none when it is not YAML: nothing of it is then shown)."""
+    try:
+        data = yaml.safe_load(kubeconfig or "")
+    except yaml.YAMLError:
+        return []
+    found: list[str] = []
+
+    def walk(node: Any, secret: bool) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, secret or k in _CREDENTIALS or k == "auth-provider")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, secret)
+        elif secret and isinstance(node, str):
+            found.append(node)
+
+    walk(data, False)
+    return found
+
+
+def decoded(secret: Mapping[str, Any]) -> list[str]:
+    """The values a Secret holds, as they would appear in text: each key's value, and for a
+    registry login (dockerconfigjson) the password and the encoded login, not the JSON around them."""
+    import base64
+
+    values = [base64.b64decode(v).decode(errors="replace") for v in (secret.get("data") or {}).values()]
+    if secret.get("type") != "kubernetes.io/dockerconfigjson":
+        return values
+    out = []
+    for value in values:
+        try:
+            auths = json.loads(value).get("auths") or {}
+        except (ValueError, AttributeError):
+            out.append(value)
+            continue
+        for entry in auths.values():
+            auth = str((entry or {}).get("auth") or "")
+            try:
+                login = base64.b64decode(auth).decode(errors="replace")
+            except ValueError:
+                login = ""
+            out += [auth, login, login.partition(":")[2], str((entry or {}).get("password") or "")]
+    return [v for v in out if v]
 
 
 def preload() -> None:
@@ -216,17 +312,11 @@ class Api:
             return list(self._json(client.DiscoveryV1Api(self.client).list_namespaced_endpoint_slice, self.namespace,
                                    label_selector=f"kubernetes.io/service-name={service}")["items"])
 
-    def secret_values(self, name: str) -> list[str]:
-        """The values of one of cairn's Secrets, to redact them from text cairn shows."""
-        import base64
-
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            data = self._json(self.core.read_namespaced_secret, name, self.namespace).get("data") or {}
-        except ApiException:
-            return []
-        return [base64.b64decode(v).decode(errors="replace") for v in data.values()]
+    def secret_values(self, app: str, environment: str) -> list[str]:
+        """The values of every Secret cairn keeps for the environment (each revision's secret_env,
+        its registry login), to redact them from text cairn shows: the kubelet writes a container's
+        output into pod statuses and events as it was, and only the cluster holds the values."""
+        return [v for s in self.listed("Secret", app, environment) for v in decoded(s)]
 
     def pod_defaults(self) -> dict[str, Any]:
         """nodeSelector, tolerations... every pod of this namespace gets (ConfigMap cairn-pod-defaults)."""

@@ -12,6 +12,7 @@ import json
 import shlex
 from typing import Any
 
+from cairn.redaction import redact
 from cairn.runtimes.kubernetes import manifests as m
 from cairn.runtimes.kubernetes import stream
 
@@ -28,7 +29,7 @@ def _probe(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _http(core: Any, namespace: str, pod: dict[str, Any], action: dict[str, Any], timeout_s: float) -> str:
+def _http(core: Any, namespace: str, pod: dict[str, Any], action: dict[str, Any], timeout_s: float, secrets: list[str]) -> str:
     from kubernetes.client.exceptions import ApiException
 
     port, path = action["port"], action.get("path", "/")
@@ -43,34 +44,35 @@ def _http(core: Any, namespace: str, pod: dict[str, Any], action: dict[str, Any]
         try:
             data = json.loads(body)
             if isinstance(data, dict) and data.get("kind") == "Status":  # the proxy itself failed
-                return f"{what} failed: {_tail(str(data.get('message', '')))}"
+                return f"{what} failed: {_tail(redact(str(data.get('message', '')), secrets))}"
         except ValueError:
             pass
-    return f'{what} answered {status} "{_tail(body)}"'.replace("'", '"')
+    return f'{what} answered {status} "{_tail(redact(body, secrets))}"'.replace("'", '"')
 
 
-def _exec(core: Any, namespace: str, pod: dict[str, Any], command: list[str], timeout_s: float) -> str:
+def _exec(core: Any, namespace: str, pod: dict[str, Any], command: list[str], timeout_s: float, secrets: list[str]) -> str:
     shown = shlex.join(command)
     result = stream.run(core, namespace, pod["metadata"]["name"], m.CONTAINER, command, timeout_s)
     if result.exit_code == 0:
         return f"exec [{shown}] exited 0"
     if result.exit_code == stream.TIMED_OUT:
         return f"exec [{shown}] timed out after {timeout_s:g}s"
-    detail = _tail(result.stderr or result.stdout) or "(no output)"
+    # Masked before it is folded and cut: a cut through a secret would leave a piece no rule matches.
+    detail = _tail(redact(result.stderr or result.stdout, secrets)) or "(no output)"
     return f"exec [{shown}] exited {result.exit_code}: {detail}"
 
 
-def check_now(core: Any, namespace: str, pod: dict[str, Any]) -> str | None:
-    """Run the pod's health check once and say what it got; None when it cannot be asked."""
+def check_now(core: Any, namespace: str, pod: dict[str, Any], secrets: list[str]) -> str | None:
+    """Run the pod's health check once and say what it got, ``secrets`` masked; None when it cannot be asked."""
     probe = _probe(pod)
     if probe is None or not pod.get("status", {}).get("podIP"):
         return None
     timeout = float(probe.get("timeoutSeconds", 1))
     try:
         if "httpGet" in probe:
-            return _http(core, namespace, pod, probe["httpGet"], timeout)
+            return _http(core, namespace, pod, probe["httpGet"], timeout, secrets)
         if "exec" in probe:
-            return _exec(core, namespace, pod, probe["exec"]["command"], timeout)
+            return _exec(core, namespace, pod, probe["exec"]["command"], timeout, secrets)
     except Exception:  # noqa: BLE001 - the reason falls back to the kubelet's own words
         return None
     return None

@@ -6,11 +6,13 @@ cluster (tests/unit/test_k8s_observe.py).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cairn.redaction import redact_tail
 from cairn.runtime import Event, Instance, Phase
 from cairn.runtimes.kubernetes import manifests as m
 
@@ -19,6 +21,45 @@ CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunConta
 REASONS = {"FailedPostStartHook": "PostStartFailed", "FailedPreStopHook": "FailedPreStop"}
 # Lazy: a revision of 12 decimal digits must still read as the revision, not as the slot.
 _INSTANCE = re.compile(r"^(?P<instance>.+?-(?P<slot>\d+))(?:-[0-9a-f]{12})?$")
+
+
+def uses_secrets(pod: dict[str, Any]) -> bool:
+    """Whether ``pod`` was given secret values (secret_env, a registry login): text about it may hold them."""
+    spec = pod.get("spec", {})
+    return bool(spec.get("imagePullSecrets")) or any("secretKeyRef" in (e.get("valueFrom") or {})
+                                                     for c in spec.get("containers", []) for e in c.get("env") or [])
+
+
+def says_something(pod: dict[str, Any]) -> bool:
+    """Whether the pod's status holds a message (the kubelet's, or a container's termination message)."""
+    return bool(_messages(pod.get("status") or {}))
+
+
+def _messages(node: Any) -> list[tuple[dict[str, Any], str]]:
+    """Every (holder, key) of a message in a pod's status: waiting, terminated and condition messages."""
+    found: list[tuple[dict[str, Any], str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "message" and isinstance(value, str) and value:
+                found.append((node, key))
+            else:
+                found += _messages(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _messages(value)
+    return found
+
+
+def redacted(pod: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """``pod`` with the secret values masked in its status's messages, before anything reads or cuts
+    them. A termination message is the end of the container's output (the kubelet keeps its last
+    2 KiB, PostStart's wrapper the last 2000 bytes), so it may begin inside a secret."""
+    if not secrets:
+        return pod
+    out = copy.deepcopy(pod)
+    for holder, key in _messages(out.get("status") or {}):
+        holder[key] = redact_tail(holder[key], secrets)
+    return out
 
 
 def parse_time(text: str | None) -> float | None:

@@ -23,7 +23,20 @@ from cairn.runtimes.kubernetes.api import pool as _pool
 from cairn.runtimes.kubernetes.drain import Traffic
 from cairn.runtimes.kubernetes.errors import edge
 from cairn.runtimes.kubernetes.informer import PodCaches
-from cairn.runtimes.kubernetes.observe import Verdict, classify, current, instance, instance_of, parse_time, sort_key, status_events, to_event
+from cairn.runtimes.kubernetes.observe import (
+    Verdict,
+    classify,
+    current,
+    instance,
+    instance_of,
+    parse_time,
+    redacted,
+    says_something,
+    sort_key,
+    status_events,
+    to_event,
+    uses_secrets,
+)
 from cairn.runtimes.kubernetes.stops import Stops
 
 DEFAULT_NAMESPACE = "cairn"
@@ -61,7 +74,7 @@ class KubernetesRuntime:
         wanted = {str(s) for s in slots}
         listed = [p for p in everything if p["metadata"]["labels"].get(m.SLOT) in wanted]
         chosen = {int(p["metadata"]["labels"][m.SLOT]): p for p in current(listed)}
-        have = {i.slot: i for i in self._instances(list(chosen.values()))}
+        have = {i.slot: i for i in self._instances(env, list(chosen.values()))}
         start: list[int] = []
         for slot in slots:
             now = have.get(slot)
@@ -129,7 +142,8 @@ class KubernetesRuntime:
             self._stop([p for p in self.api.pods(env.app, env.environment, slots=sorted(new))
                         if p["metadata"]["name"] in problems], grace_s=0)
             self._collect_garbage(env)
-            first = next(iter(problems.values()))
+            # Admission reads the pods as the kubelet wrote them: the values given here are masked.
+            first = redact(next(iter(problems.values())), [*secrets.values(), *(pull_login or ())])
             raise PermanentError(f"{len(problems)} instance(s) cannot start: {first}", hint=hint(first))
         if any(_references(p) for p in held.values()):
             self._collect_garbage(env)
@@ -147,7 +161,7 @@ class KubernetesRuntime:
 
     # --- observe ----------------------------------------------------------------------------
     def observe(self, env: EnvRef) -> list[Instance]:
-        return self._instances(current(self.caches.pods(env.app, env.environment)))
+        return self._instances(env, current(self.caches.pods(env.app, env.environment)))
 
     def observe_slots(self, env: EnvRef, slots: Sequence[int], *, unless: Sequence[Instance] | None = None,
                       wait_s: float = 0.0) -> list[Instance]:
@@ -156,11 +170,11 @@ class KubernetesRuntime:
         passes, then the observation is returned."""
         wanted = sorted(set(slots))
         if unless is None or wait_s <= 0:
-            return self._instances(current(self.caches.pods(env.app, env.environment, wanted)))
+            return self._instances(env, current(self.caches.pods(env.app, env.environment, wanted)))
         before = sorted(unless, key=lambda i: i.slot)
         seen: list[Instance] = []
         for listed in self.caches.follow(env.app, env.environment, wanted, until=time.monotonic() + wait_s):
-            seen = self._instances(current(listed))
+            seen = self._instances(env, current(listed))
             if seen != before:
                 break
         return seen
@@ -170,21 +184,28 @@ class KubernetesRuntime:
         (ready, terminating, draining, out) from the EndpointSlices."""
         return self.traffic_.view(env, current(self.api.pods(env.app, env.environment)))
 
-    def _instances(self, pods: list[dict[str, Any]]) -> list[Instance]:
+    def _instances(self, env: EnvRef, pods: list[dict[str, Any]]) -> list[Instance]:
         now = time.time()
         verdicts = [classify(p, now) for p in pods]
+        # The Secrets are read only when some text could quote them: a pod given secret values whose
+        # status says something, or whose reason will quote the health check.
+        secrets = self._secrets(env) if any(uses_secrets(p) and (says_something(p) or v.quote_probe)
+                                            for p, v in zip(pods, verdicts, strict=True)) else []
+        if secrets:
+            pods = [redacted(p, secrets) for p in pods]
+            verdicts = [classify(p, now) for p in pods]
         events: list[dict[str, Any]] | None = None
         out = []
         for pod, verdict in zip(pods, verdicts, strict=True):
             if verdict.quote_probe:
                 said = None
                 if verdict.phase is not Phase.STARTING:
-                    said = health.check_now(self.api.core, self.namespace, pod)
+                    said = health.check_now(self.api.core, self.namespace, pod, secrets)
                 if said is None:
                     events = self.api.events(reason="Unhealthy") if events is None else events
                     said = health.kubelet_said(events, pod["metadata"]["name"])
                 reason = f"{verdict.reason}: {said}" if said else verdict.reason
-                reason = redact(reason or "", self._secrets(pod)) or None
+                reason = redact(reason or "", secrets) or None
                 verdict = Verdict(verdict.phase, reason)
                 if verdict.phase is Phase.FAILED:
                     # The verdict outlives the container: a later liveness restart must not turn
@@ -196,10 +217,10 @@ class KubernetesRuntime:
             out.append(instance(pod, verdict))
         return sorted(out, key=lambda i: i.slot)
 
-    def _secrets(self, pod: dict[str, Any]) -> list[str]:
-        names = {e["valueFrom"]["secretKeyRef"]["name"] for c in pod["spec"]["containers"] for e in c.get("env") or []
-                 if "secretKeyRef" in (e.get("valueFrom") or {})}
-        return [v for name in names for v in self.api.secret_values(name)]
+    def _secrets(self, env: EnvRef) -> list[str]:
+        """Every secret value the environment's pods were given: those of Secrets of replaced
+        revisions too, while they last, as their pods' events outlive the pods."""
+        return self.api.secret_values(env.app, env.environment)
 
     def events(self, env: EnvRef, *, instance: str | None = None, since: float | None = None) -> list[Event]:
         pods = {p["metadata"]["name"]: p for p in self.api.pods(env.app, env.environment)}
@@ -213,10 +234,10 @@ class KubernetesRuntime:
         for name, pod in pods.items():
             if instance is None or instance_of(name) == instance:
                 keyed += [((int(e.time), 1 << 62), e) for e in status_events(pod)]
-        secrets = [v for p in pods.values() for v in self._secrets(p)]
+        # The kubelet quotes what a probe or a hook printed in its events (exec output, stderr).
+        secrets = self._secrets(env)
         out = [e for _, e in sorted(keyed, key=lambda pair: pair[0]) if since is None or e.time >= since]
-        return [Event(e.time, instance_of(e.instance), e.reason, redact(e.message, secrets) if secrets else e.message, e.type)
-                for e in out]
+        return [Event(e.time, instance_of(e.instance), e.reason, redact(e.message, secrets), e.type) for e in out]
 
     def _pod(self, env: EnvRef, name: str) -> dict[str, Any]:
         """The pod an instance runs in now (``name`` is the instance, or a pod name)."""
@@ -236,19 +257,23 @@ class KubernetesRuntime:
         containers = [c for c in (m.CONTAINER, m.LOGS) if c in started]
         if not containers:
             return
+        # The kubelet keeps a container's output as the app wrote it; the local shim masks it as it
+        # is written, here it is masked as it is read, line by line.
+        secrets = self._secrets(env) if uses_secrets(pod) else []
         with edge(f"reading the logs of {instance}"):
-            yield from stream.logs(self.api.core, self.namespace, name, containers, follow=follow, tail=tail)
+            for line in stream.logs(self.api.core, self.namespace, name, containers, follow=follow, tail=tail):
+                yield redact(line, secrets)
 
     def exec(self, env: EnvRef, instance: str, command: Sequence[str], *, user: str, timeout_s: float = 60) -> ExecResult:
         pod = self._pod(env, instance)
-        shown = redact(shlex.join(command), self._secrets(pod))
+        shown = redact(shlex.join(command), self._secrets(env))
         self.api.record(pod, "Exec", f"{user} ran: {shown}")
         with edge(f"running a command in {instance}"):
             return stream.run(self.api.core, self.namespace, pod["metadata"]["name"], m.CONTAINER, command, timeout_s)
 
     def shell(self, env: EnvRef, instance: str, *, user: str, command: Sequence[str] = ("sh",)) -> int:
         pod = self._pod(env, instance)
-        shown = redact(shlex.join(command), self._secrets(pod))
+        shown = redact(shlex.join(command), self._secrets(env))
         self.api.record(pod, "Shell", f"{user} opened an interactive session: {shown}")
         with edge(f"opening a shell in {instance}"):
             return stream.shell(self.api.core, self.namespace, pod["metadata"]["name"], m.CONTAINER, command)

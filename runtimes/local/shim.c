@@ -208,11 +208,21 @@ static int run_main(int argc, char **argv) {
     char *env = read_all(0, &env_len);
     if (env == NULL) { perror("cairn-shim: reading the environment"); return 1; }
     if (env_len > 60000) { fprintf(stderr, "cairn-shim: secret environment over 60000 bytes\n"); return 1; }
-    /* The secret values, for masking in the log: VALUE of each NAME=VALUE. */
+    /* The secret values, for masking in the log: VALUE of each NAME=VALUE, and each line of a
+     * multi-line VALUE (a PEM key), as cairn.redaction does: the log is written line by line. */
     for (size_t i = 0; i < env_len && log.nsecrets < MAX_SECRETS;) {
         char *pair = env + i, *eq = strchr(pair, '=');
         size_t n = strlen(pair);
         if (eq && strlen(eq + 1) >= MIN_SECRET) log.secrets[log.nsecrets++] = strdup(eq + 1);
+        for (char *line = eq && strchr(eq + 1, '\n') ? eq + 1 : NULL; line && log.nsecrets < MAX_SECRETS;) {
+            char *end = strchr(line, '\n');
+            size_t len = end ? (size_t)(end - line) : strlen(line);
+            char *start = line;
+            while (len && (*start == ' ' || *start == '\t')) { start++; len--; }
+            while (len && (start[len - 1] == ' ' || start[len - 1] == '\t' || start[len - 1] == '\r')) len--;
+            if (len >= MIN_SECRET) log.secrets[log.nsecrets++] = strndup(start, len);
+            line = end ? end + 1 : NULL;
+        }
         i += n + 1;
     }
 

@@ -29,7 +29,8 @@ BACKOFF_BASE_S = 1.0
 K8S_NAMESPACE = "cairn-behaviour"
 LOCAL_ONLY = {
     "test_a_secret_the_app_prints_is_masked_in_its_log":
-        "the kubelet keeps a container's output as the app wrote it; the local shim masks secret values in it",
+        "the kubelet keeps a container's output as the app wrote it in its own log files, which this test searches; cairn "
+        "masks it as it reads it (tests/behaviour/test_secret_paths.py runs on both runtimes)",
     "test_killing_and_restarting_the_control_plane_loses_and_doubles_nothing":
         "the control plane is the cluster's (API server, kubelet); cairn runs no agent there to kill and re-adopt from",
     "test_an_instance_being_retired_when_the_agent_dies_is_stopped_after_its_restart":
