@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from pathlib import Path
 
 
@@ -46,3 +47,17 @@ def cairn_home() -> Path:
     it at a temporary directory so they never touch a user's state.
     """
     return Path(os.environ.get("CAIRN_HOME") or Path.home() / ".cairn")
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (0700), its parents created as needed.
+
+    For cairn's own state (``$CAIRN_HOME``, the Prefect home): they hold the API's auth string,
+    the database every secret block is in, and the sockets of the root agent and warm start server.
+    An existing directory is tightened too (one an older cairn or a ``mkdir -p`` made), unless it
+    is sticky: a shared directory like ``/tmp`` named by mistake is not cairn's to close."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode
+    if mode & 0o077 and not mode & stat.S_ISVTX:
+        path.chmod(0o700)
+    return path
