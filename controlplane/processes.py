@@ -266,6 +266,28 @@ def default_max_running() -> int:
     return int(os.environ.get("CAIRN_MAX_RUNNING") or 5 * (os.cpu_count() or 2))
 
 
+# What a flow run's job variables may not set: the worker (root on a node) would run that command,
+# in that environment or directory, for whoever can create a flow run.
+LOCKED_VARIABLES = {"command", "env", "working_dir"}
+
+
+def locked_job_template(template: dict[str, Any], command: str) -> dict[str, Any]:
+    """The work pool's base job template with the worker's command and environment fixed.
+
+    Runs start through the warm start client (warmstart.py, which falls back to a cold start).
+    ``command``, ``env`` and ``working_dir`` leave the variables a deployment or a run may set and
+    the job configuration's placeholders; ``additionalProperties: false`` makes the server
+    refuse (422) a run that asks for them. A run created past that check (``POST /flow_runs``
+    validates nothing) still changes nothing: the worker fills a run's values into placeholders
+    only, the command is a constant, and ``env`` and ``working_dir`` are absent, so the job
+    configuration's defaults (none added, a temporary directory) hold. Absent, not ``{}``: the
+    worker merges a run's ``env`` into a job configuration's ``env`` that is a mapping."""
+    variables = {**template["variables"], "additionalProperties": False,
+                 "properties": {k: v for k, v in template["variables"]["properties"].items() if k not in LOCKED_VARIABLES}}
+    configuration = {k: v for k, v in template["job_configuration"].items() if k not in LOCKED_VARIABLES}
+    return {**template, "variables": variables, "job_configuration": {**configuration, "command": command}}
+
+
 def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
     """Create the work pool and the deployments cairn's flows run from (idempotent).
 
@@ -281,9 +303,7 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
 
     from cairn.controlplane import warmstart
 
-    # Runs start through the warm start client (warmstart.py), which falls back to a cold start.
-    template = ProcessWorker.get_default_base_job_template()
-    template["variables"]["properties"]["command"]["default"] = warmstart.command(str(warm_socket()))
+    template = locked_job_template(ProcessWorker.get_default_base_job_template(), warmstart.command(str(warm_socket())))
     wanted = max_running or (int(os.environ["CAIRN_MAX_RUNNING"]) if os.environ.get("CAIRN_MAX_RUNNING") else None)
     with get_client(sync_client=True) as client:
         try:
