@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,3 +145,17 @@ def local_host_roots() -> list[str]:
     the data root, ``$CAIRN_DATA_ROOT`` (else ``$CAIRN_HOME/data``)."""
     data = os.environ.get("CAIRN_DATA_ROOT") or str(cairn_home() / "data")
     return [normalized(str(agent_state_dir() / "volumes")), normalized(data)]
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (0700), its parents created as needed.
+
+    For cairn's own state (``$CAIRN_HOME``, the Prefect home): they hold the API's auth string,
+    the database every secret block is in, and the sockets of the root agent and warm start server.
+    An existing directory is tightened too (one an older cairn or a ``mkdir -p`` made), unless it
+    is sticky: a shared directory like ``/tmp`` named by mistake is not cairn's to close."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode
+    if mode & 0o077 and not mode & stat.S_ISVTX:
+        path.chmod(0o700)
+    return path

@@ -36,7 +36,7 @@ def register(root: typer.Typer, env_app: typer.Typer) -> None:
     env_app.command("rollback")(env_rollback)
 
 
-def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API and UI listen; beyond loopback they require basic auth.")]
+def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API and UI listen (behind basic auth, also on loopback).")]
        = "127.0.0.1",
        port: Annotated[int | None, typer.Option("--port", help="The API and UI port (default 4200, else a free one).")] = None,
        max_running: Annotated[int | None, typer.Option(
@@ -52,7 +52,8 @@ def up(host: Annotated[str, typer.Option("--host", help="Where the Prefect API a
     def render(d: dict[str, Any]) -> None:
         console.print(f"Prefect UI: {d['ui']}\nimage registry: {d['registry']}\nworker pid {d['worker_pid']}\nagent: {d['agent']}")
         if d["auth"]:
-            console.print(f"basic auth required; user:password in {d['auth']}")  # the path, never the secret
+            # The path, never the secret.
+            console.print(f"the API and UI require basic auth: user:password in {d['auth']} (the UI asks for it at login)")
         # Every cairn command finds this platform from $CAIRN_HOME: nothing to export.
         console.print(f"cairn commands use it from any shell ({d['home']}/platform.json); "
                       f"for Prefect's own CLI: export PREFECT_API_URL={d['server']}", highlight=False, soft_wrap=True)

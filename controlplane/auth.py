@@ -1,14 +1,15 @@
-"""Basic auth for the Prefect API and UI that ``cairn up`` starts.
+"""Basic auth for the Prefect API and UI that ``cairn up`` starts, on loopback too.
 
-On loopback only local users reach the server, as with ``prefect server start``'s own default.
-Once it listens beyond loopback anyone on the network could start, approve or cancel releases,
-so the server requires Prefect's basic auth (``PREFECT_SERVER_API_AUTH_STRING``, checked by
-the API for every route but ``/health`` and ``/ready``; the UI asks for it at login) and every
-client of the platform sends it (``PREFECT_API_AUTH_STRING``): the worker and the flow runs it
-starts, the CLI, the webhook receiver.
+Whoever reaches the API can create flow runs, and the worker runs them as its own user (root on
+a node): a local user, a container on the host network or a browser page doing requests to
+127.0.0.1 would otherwise be one flow run away from any command. So the server always requires
+Prefect's basic auth (``PREFECT_SERVER_API_AUTH_STRING``, checked by the API for every route but
+``/health`` and ``/ready``; the UI asks for it at login) and every client of the platform sends
+it (``PREFECT_API_AUTH_STRING``): the worker and the flow runs it starts, the CLI, the webhook
+receiver, the tests' session.
 
-The string is ``user:password``. When none is configured, ``cairn up --host 0.0.0.0`` generates
-one and keeps it in ``$CAIRN_HOME/api-auth`` (mode 0600), where cairn's own processes find it.
+The string is ``user:password``. When none is configured, ``cairn up`` generates one and keeps
+it in ``$CAIRN_HOME/api-auth`` (mode 0600), where cairn's own processes find it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import secrets
 from pathlib import Path
 
 from cairn.errors import ConfigError
-from cairn.paths import cairn_home
+from cairn.paths import cairn_home, private_dir
 
 SERVER_SETTING = "PREFECT_SERVER_API_AUTH_STRING"
 CLIENT_SETTING = "PREFECT_API_AUTH_STRING"
@@ -57,24 +58,20 @@ def configured() -> str | None:
     return _checked(stored, str(auth_file())) if stored else None
 
 
-def ensure(host: str) -> str | None:
-    """The auth string the server must require when it listens on ``host`` (None on loopback,
-    unless one is configured anyway); generates and stores one for a non-loopback host."""
+def ensure() -> str:
+    """The auth string the server requires: the configured one, else one generated and stored."""
     current = configured()
-    if current or is_loopback(host):
+    if current:
         return current
     value = f"cairn:{secrets.token_urlsafe(24)}"
     path = auth_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # O_EXCL with 0600: the secret is never readable by others, not even for an instant.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # a racing `cairn up` stored one first: use that one
+        return _checked(path.read_text().strip(), str(path))
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
-
-
-def client_env() -> dict[str, str]:
-    """Environment a client of the platform needs to authenticate (empty when no auth is in force)."""
-    value = configured()
-    return {CLIENT_SETTING: value} if value else {}
 

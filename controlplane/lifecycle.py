@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.controlplane import auth, processes
-from cairn.paths import cairn_home
+from cairn.paths import cairn_home, private_dir
 from cairn.procs import ProcessRef
 
 
@@ -65,13 +65,14 @@ def up(host: str = "127.0.0.1", port: int | None = None, max_running: int | None
        server_only: bool = False) -> Platform:
     """Start what is not running of the platform under ``$CAIRN_HOME`` and describe what runs.
 
-    ``host``/``port``: where the API and UI listen (beyond loopback they require basic auth, see
-    ``auth``); ``max_running``: flow runs running at once (``processes.ensure_deployments``);
+    ``host``/``port``: where the API and UI listen (behind basic auth, see ``auth``);
+    ``max_running``: flow runs running at once (``processes.ensure_deployments``);
     ``server_only``: the Prefect server alone (tests that need no worker or agent).
     Leaves this process pointed at the platform (``point_here``). Without Debian's
     docker-registry nothing starts: a ``PermanentError`` says what to install."""
     from cairn.images import defaults, registry
 
+    private_dir(cairn_home())  # before anything creates it with the default mode
     # First: an order's check resolves short image names against it, and it needs nothing else.
     # port None: 5000 when free (what a user types), else one the kernel picks.
     image_registry = registry.start(defaults.registry_dir())

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from cairn import sync
 from cairn.errors import TemporaryError
-from cairn.paths import cairn_home
+from cairn.paths import cairn_home, private_dir
 from cairn.procs import ProcessRef, listens, stop_group
 
 DEFAULT_PORT = 4200
@@ -110,7 +110,7 @@ def _read_state() -> dict[str, Any]:
 
 
 def _write_state(state: dict[str, Any]) -> None:
-    state_file().parent.mkdir(parents=True, exist_ok=True)
+    private_dir(state_file().parent)
     state_file().write_text(json.dumps(state, indent=2))
 
 
@@ -183,21 +183,24 @@ def free_port(preferred: int = DEFAULT_PORT) -> int:
 def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "127.0.0.1") -> ServerInfo:
     """Reuse the server ``cairn up`` started, else start one (SQLite under the Prefect home).
 
-    Beyond loopback the server requires basic auth (see ``auth``): one is generated if none is set."""
+    The server requires basic auth, on loopback too (see ``auth``): one is generated if none is set."""
     from cairn.controlplane import auth
 
     state = _read_state()
     server = state.get("server", {})
     if server.get("url") and _ours(server) and healthy(server["url"]):
+        if not server.get("auth"):
+            raise TemporaryError(f"the server at {server['url']} runs without API auth (started by an older cairn)",
+                                 hint="restart it: `cairn down`, then `cairn up`")
         if not auth.is_loopback(host) and auth.is_loopback(server.get("host", "127.0.0.1")):
             raise TemporaryError(f"a server listening on loopback only already runs at {server['url']}",
                                  hint="stop it with `cairn down`, then `cairn up --host ...` again")
         return ServerInfo(server["url"], ProcessRef.from_record(server), prefect_home())
-    auth.ensure(host)
+    auth.ensure()
     port = port or free_port()
     # Local clients reach a wildcard listener through loopback; a specific address as it is.
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') or auth.is_loopback(host) else host}:{port}/api"
-    prefect_home().mkdir(parents=True, exist_ok=True)
+    private_dir(prefect_home())
     log = (cairn_home() / "server.log").open("ab")
     env = prefect_env()
     # The UI's API address defaults to PREFECT_API_URL or else port 4200, whatever port it serves
@@ -220,7 +223,7 @@ def ensure_server(port: int | None = None, timeout_s: float = 90, host: str = "1
         if time.monotonic() > deadline:
             raise TemporaryError(f"the Prefect server did not answer within {timeout_s:.0f}s", hint=f"see {cairn_home() / 'server.log'}")
         time.sleep(0.2)
-    state["server"] = {"url": url, **(ref.record() if ref else {}), "host": host, "auth": bool(auth.configured())}
+    state["server"] = {"url": url, **(ref.record() if ref else {}), "host": host, "auth": True}
     _write_state(state)
     return ServerInfo(url, ref, prefect_home())
 
@@ -263,6 +266,28 @@ def default_max_running() -> int:
     return int(os.environ.get("CAIRN_MAX_RUNNING") or 5 * (os.cpu_count() or 2))
 
 
+# What a flow run's job variables may not set: the worker (root on a node) would run that command,
+# in that environment or directory, for whoever can create a flow run.
+LOCKED_VARIABLES = {"command", "env", "working_dir"}
+
+
+def locked_job_template(template: dict[str, Any], command: str) -> dict[str, Any]:
+    """The work pool's base job template with the worker's command and environment fixed.
+
+    Runs start through the warm start client (warmstart.py, which falls back to a cold start).
+    ``command``, ``env`` and ``working_dir`` leave the variables a deployment or a run may set and
+    the job configuration's placeholders; ``additionalProperties: false`` makes the server
+    refuse (422) a run that asks for them. A run created past that check (``POST /flow_runs``
+    validates nothing) still changes nothing: the worker fills a run's values into placeholders
+    only, the command is a constant, and ``env`` and ``working_dir`` are absent, so the job
+    configuration's defaults (none added, a temporary directory) hold. Absent, not ``{}``: the
+    worker merges a run's ``env`` into a job configuration's ``env`` that is a mapping."""
+    variables = {**template["variables"], "additionalProperties": False,
+                 "properties": {k: v for k, v in template["variables"]["properties"].items() if k not in LOCKED_VARIABLES}}
+    configuration = {k: v for k, v in template["job_configuration"].items() if k not in LOCKED_VARIABLES}
+    return {**template, "variables": variables, "job_configuration": {**configuration, "command": command}}
+
+
 def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
     """Create the work pool and the deployments cairn's flows run from (idempotent).
 
@@ -278,9 +303,7 @@ def ensure_deployments(max_running: int | None = None) -> dict[str, str]:
 
     from cairn.controlplane import warmstart
 
-    # Runs start through the warm start client (warmstart.py), which falls back to a cold start.
-    template = ProcessWorker.get_default_base_job_template()
-    template["variables"]["properties"]["command"]["default"] = warmstart.command(str(warm_socket()))
+    template = locked_job_template(ProcessWorker.get_default_base_job_template(), warmstart.command(str(warm_socket())))
     wanted = max_running or (int(os.environ["CAIRN_MAX_RUNNING"]) if os.environ.get("CAIRN_MAX_RUNNING") else None)
     with get_client(sync_client=True) as client:
         try:

@@ -215,8 +215,13 @@ def serve(socket_path: str) -> None:
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)
-    os.chmod(socket_path, 0o600)
+    # Whoever connects gets a flow run forked as this server's user with the environment it sends:
+    # the socket is 0600 from the moment it exists (umask around bind), not chmodded after.
+    umask = os.umask(0o177)
+    try:
+        listener.bind(socket_path)
+    finally:
+        os.umask(umask)
     listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)

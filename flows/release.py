@@ -11,17 +11,29 @@ from pydantic import Field
 
 from cairn.background import in_background
 from cairn.config import EnvironmentName
+from cairn.errors import PermanentError
 from cairn.flows.engine import current_run, drive
 from cairn.orders import records, rules, tags
 from cairn.orders.requests import ReleaseRequest
 from cairn.orders.revisions import revision_and_runtime, snapshot
 from cairn.plan import PauseMode, PauseModeName, plan_release
-from cairn.revision import VERSION
+from cairn.revision import VERSION, Revision
 from cairn.tasks.context import target
 
 
 def _take_turn(me: FlowRun, app: str, environment: str) -> None:
     rules.take_turn(me, app, environment, on_wait=lambda ahead: get_run_logger().info("queued behind order %s (%s)", ahead.id, ahead.name))
+
+
+def _belongs(revision: Revision, app: str, environment: str) -> None:
+    """A run's ``rev:`` tag is anyone's to write (a copied run, the API): the revision it names must
+    be one of this order's app and environment, or the order would ship another app's instances
+    (its image, its secrets) under this one's name."""
+    if (revision.app, revision.environment) != (app, environment):
+        raise PermanentError(f"the run's tag {tags.REV}{revision.digest[:tags.REV_DIGITS]} names a revision of "
+                             f"{revision.app}/{revision.environment}, not of {app}/{environment} (its parameters)",
+                             hint=f"start a new order (`cairn release create {app} {environment} --version V`), "
+                                  "not a copy of another order's run with its tags")
 
 
 # A tag's worth of text: a user name or `webhook:<delivery id>`.
@@ -60,6 +72,7 @@ def release(
     guarded = in_background(_take_turn, me, app, environment)
     revision = revision_and_runtime(run_tags) or snapshot(ReleaseRequest.parse(
         {"app": app, "environment": environment, "version": version, "batches": batches, "pause_mode": pause_mode}))
+    _belongs(revision, app, environment)
     # Runs the webhook's automation creates carry nothing but parameters: who asked becomes a tag.
     by = [tags.by(requested_by)] if requested_by else []
     wanted = [*tags.for_kind("release", app, environment), *tags.for_revision(revision.digest, revision.spec.cluster), *by]

@@ -26,8 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="cairn-test-"))
     os.environ["CAIRN_TEST_SESSION"] = "1"
     os.environ["CAIRN_HOME"] = str(home)
+    from cairn.controlplane import auth
     from cairn.controlplane.processes import free_port, prefect_env
 
+    auth.ensure()  # the session's clients send it from the start, as the platform's own processes do
     port = free_port(4300)
     os.environ.update(prefect_env(f"http://127.0.0.1:{port}/api"))
     config._cairn_home = home  # type: ignore[attr-defined]

@@ -70,6 +70,20 @@ def _no_platform_line(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 1 and len(lines) == 1 and "`cairn up`" in lines[0], (proc.returncode, proc.stdout, proc.stderr)
 
 
+def _private_modes(cairn_home: Path, agent_socket: Path) -> None:
+    """What `cairn up` created is its user's alone: the homes 0700, the auth string and the
+    sockets of the root agent and the warm start server 0600."""
+    import stat
+
+    from tests.test_webhook import wait_until
+
+    warm = cairn_home / "warm.sock"
+    wait_until("the warm start server's socket", warm.exists, timeout_s=120)  # it binds once its imports are done
+    wanted = {cairn_home: 0o700, cairn_home / "prefect": 0o700, cairn_home / "api-auth": 0o600, warm: 0o600, agent_socket: 0o600}
+    modes = {str(path): oct(stat.S_IMODE(path.stat().st_mode)) for path in wanted}
+    assert modes == {str(path): oct(mode) for path, mode in wanted.items()}
+
+
 def test_the_using_it_commands_work_in_a_new_shell(shell: Shell, tmp_path: Path) -> None:
     up = json.loads(shell.ok("up", "--json"))
     api = up["server"]
@@ -90,11 +104,17 @@ def test_the_using_it_commands_work_in_a_new_shell(shell: Shell, tmp_path: Path)
     listed = json.loads(shell.ok("package", "list", "shop-api", "--json"))
     assert [(p["version"], p["digest"]) for p in listed] == [("v2", added["digest"])]
 
+    # The API requires the generated auth string on loopback too; cairn's own commands send it.
+    user, password = (shell.cairn_home / "api-auth").read_text().strip().split(":", 1)
+    assert httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401
+    login = (user, password)
+    _private_modes(shell.cairn_home, Path(up["agent"]["socket"]))
+
     out = shell.ok("secret", "set", "shop-db-password", input=SECRET + "\n")
     assert SECRET not in out
     # Stored in the platform `cairn up` started (asked of its API directly), not anywhere else.
     stored = httpx.get(f"{api}/block_types/slug/secret/block_documents/name/shop-db-password",
-                       params={"include_secrets": "true"}, timeout=10)
+                       params={"include_secrets": "true"}, auth=login, timeout=10)
     assert stored.status_code == 200 and stored.json()["data"]["value"] == SECRET
 
     shell.ok("apply", "-f", "examples/shop.yaml")
@@ -107,7 +127,7 @@ def test_the_using_it_commands_work_in_a_new_shell(shell: Shell, tmp_path: Path)
     plan = json.loads(shell.ok("release", "create", "shop-api", "production", "--version", "v2", "--batches", "2",
                                "--pause-mode", "first_batch", "--dry-run", "--json"))
     assert [b["size"] for b in plan["batches"]] == [2, 2]
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 10}, timeout=10)
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 10}, auth=login, timeout=10)
     assert runs.status_code == 200 and runs.json() == [], "a dry run created a flow run"
 
     status = json.loads(shell.ok("status", "--json"))

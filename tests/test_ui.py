@@ -1,6 +1,7 @@
 """The Prefect UI, driven in headless Chromium (Debian's ``chromium`` through Playwright): start a
 release from the deployment's Run form, approve it from the pause form, retry a failed run from
-the dashboard. And the API and UI behind basic auth once they listen beyond loopback.
+the dashboard. The API and UI are behind basic auth, on loopback too: the UI asks for the string
+at login (tested once), every other page starts logged in.
 
 Screenshots of failed tests are kept under ``.build/test-output/ui``.
 """
@@ -57,7 +58,7 @@ def ui(platform: str) -> str:
         os.environ["PREFECT_API_LOG_RETRYABLE_ERRORS"] = "true"
         ensure_server(port=int(platform.rsplit(":", 1)[1].split("/")[0]))
     settings = httpx.get(f"{base}/ui-settings", timeout=10).json()
-    assert settings["api_url"] == platform, settings
+    assert settings["api_url"] == platform and settings["auth"] == "BASIC", settings
     return base
 
 
@@ -84,8 +85,10 @@ class Browser:
         self.playwright = sync_playwright().start()
         self.chromium = self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
-    def new_page(self) -> None:
+    def new_page(self, logged_in: bool = True) -> None:
         self.context = self.chromium.new_context(viewport={"width": 1400, "height": 1000})
+        if logged_in:  # where the UI's login form keeps the string it was given
+            self.context.add_init_script(f"localStorage.setItem('prefect-password', {json.dumps(_basic(_auth_string()))})")
         self.page = self.context.new_page()
         self.page.set_default_timeout(90_000)  # two cores shared with other test runs: the UI can be slow
         self.console: list[str] = []  # the UI's own errors, printed with a failed test's screenshot
@@ -120,6 +123,53 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Browser]:
         print(f"screenshot of the failed test: {shot} ({url})")
         print("browser console:", *browser.console[-30:], sep="\n  ")
     browser.call(browser.context.close)
+
+
+def _auth_string() -> str:
+    return os.environ["PREFECT_API_AUTH_STRING"]  # the session's, as tests/conftest.py set it
+
+
+def _basic(value: str) -> str:
+    import base64
+
+    return base64.b64encode(value.encode()).decode()
+
+
+def test_the_ui_asks_for_the_auth_string_and_works_once_given(ui: str, browser: Browser) -> None:
+    """On loopback too: a page without the string gets the login form; a wrong string is refused
+    there (the UI forgets it, the form stays), the right one opens the dashboard, whose requests
+    to the API it then answers."""
+    browser.call(browser.new_page, False)
+
+    def login(page: Any, value: str) -> None:
+        page.goto(f"{ui}/v2/dashboard")
+        page.get_by_placeholder("admin:pass").fill(value)
+        page.get_by_role("button", name="Login").click()
+
+    def refused(page: Any) -> None:
+        login(page, "cairn:not-the-right-password")
+        # The click stored the string before asking the API; the 401 makes the UI forget it.
+        page.wait_for_function("localStorage.getItem('prefect-password') === null")
+        page.get_by_placeholder("admin:pass").wait_for()
+
+    def accepted(page: Any) -> Any:
+        with page.expect_response(lambda r: "/api/" in r.url and r.request.method == "POST" and r.ok) as answered:
+            login(page, _auth_string())
+        page.wait_for_url("**/v2/dashboard**")
+        return answered.value.url, page.evaluate("localStorage.getItem('prefect-password')")
+
+    try:
+        browser.do(refused)
+        url, stored = browser.do(accepted)
+        assert stored == _basic(_auth_string()) and url.startswith(ui), (url, stored)
+    except Exception:
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        shot = OUTPUT / f"login-{time.strftime('%H%M%S')}.png"
+        browser.do(lambda p: p.screenshot(path=str(shot), full_page=True))
+        print(f"screenshot of the failed test: {shot}", "browser console:", *browser.console[-30:], sep="\n  ")
+        raise
+    finally:
+        browser.call(browser.context.close)
 
 
 def fill_run_form(page: Any, base: str, deployment: str, app: str, version: str, batches: int) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -48,15 +49,11 @@ def wait_until(what: str, check, timeout_s: float = 60, every_s: float = 0.3):  
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def hook(platform: str) -> Iterator[str]:
-    from cairn.blocks.store import set_secret
-    from cairn.controlplane.processes import free_port
-
-    set_secret("webhook-secret", SECRET)
-    port = free_port(8787)
-    proc = subprocess.Popen([sys.executable, "-m", "cairn.cli.main", "webhook", "serve", "--port", str(port)],
-                            env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+@contextmanager
+def webhook_process(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python argv`` serving the webhook on ``port`` until the block ends; its base URL once it answers."""
+    proc = subprocess.Popen([sys.executable, *argv], env=env or os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -75,6 +72,22 @@ def hook(platform: str) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+def cairn_webhook(port: int) -> list[str]:
+    return ["-m", "cairn.cli.main", "webhook", "serve", "--port", str(port)]
+
+
+@pytest.fixture(scope="module")
+def hook(platform: str) -> Iterator[str]:
+    from cairn.blocks.store import set_secret
+    from cairn.controlplane.processes import free_port
+
+    set_secret("webhook-secret", SECRET)
+    port = free_port(8787)
+    with webhook_process(cairn_webhook(port), port) as url:
+        yield url
 
 
 def signed(body: dict[str, Any], *, delivery: str | None = None, stamp: int | None = None,
@@ -260,3 +273,36 @@ def test_a_delivery_prefect_could_not_start_can_be_sent_again(hook: str) -> None
     done = finish(order)
     assert done["status"] == "completed", done["message"]
     assert post(hook, raw, headers).status_code == 409
+
+
+def test_a_replay_after_the_webhook_restarted_is_refused_before_its_run_exists(hook: str) -> None:
+    """The delivery ids a webhook posted events for outlive it: with the automation paused, the
+    delivery's run does not exist yet (the durable check finds nothing), and the same signed
+    request sent to a restarted webhook is still a replay. Kept 0600 in CAIRN_HOME/webhook."""
+    import stat
+
+    from prefect.client.orchestration import get_client
+
+    from cairn.controlplane.processes import free_port
+    from cairn.orders import events as automations
+    from cairn.webhook.deliveries import default_path
+
+    app = register_app("hook")
+    raw, headers = signed({"app": app, "environment": "test", "version": "v1", "batches": 1, "pause_mode": "none"})
+    automation = automations.automation_id()
+    port = free_port(8788)
+    with get_client(sync_client=True) as client:
+        client.pause_automation(automation)
+    try:
+        with webhook_process(cairn_webhook(port), port) as url:
+            first = post(url, raw, headers)
+            assert first.status_code == 202 and first.json()["order"] is None, first.text  # no run: the automation is paused
+        with webhook_process(cairn_webhook(port), port) as url:  # a new process, same CAIRN_HOME
+            again = post(url, raw, headers)
+            assert again.status_code == 409 and "already received" in again.json()["error"], again.text
+        assert delivered(app, headers["X-Cairn-Delivery"]) == []
+    finally:
+        with get_client(sync_client=True) as client:
+            client.resume_automation(automation)
+    assert oct(stat.S_IMODE(default_path().stat().st_mode)) == oct(0o600)
+    assert oct(stat.S_IMODE(default_path().parent.stat().st_mode)) == oct(0o700)

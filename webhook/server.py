@@ -18,9 +18,11 @@ the Prefect Secret block ``webhook-secret`` (``cairn secret set webhook-secret``
 request so a rotation needs no restart.
 
 Answers: 202 (the release is requested: the event's id, and the order's id and UI link once the
-automation created it), 401 (missing, malformed or wrong signature, or a timestamp more than 5
-minutes off), 409 (this delivery was already received, or the environment has an active order),
-422 (the payload is not a valid release), 503 (no secret set, no automation: `cairn up`, or
+automation created it), 400 (a malformed Content-Length), 401 (missing, malformed or wrong
+signature, or a timestamp more than 5 minutes off), 409 (this delivery was already received, or
+the environment has an active order), 413 (a body over 64 KiB: refused on its Content-Length
+before any of it is read, or as soon as a chunked one passes the limit), 422 (the payload is not
+a valid release), 503 (no secret set, no automation: `cairn up`, or
 Prefect reported it could not start the release: send the delivery again). Nothing is requested
 unless the answer is 202 (a 503 of the last kind requested a release that did not start).
 
@@ -29,8 +31,14 @@ A verified request does not create the order itself: it posts a Prefect event, a
 the order is the same flow run the UI, a schedule or the CLI would start. At most one order per
 delivery id, across processes and restarts: the event id is derived from the delivery (Prefect
 fires once per event id) and the webhook first looks for the order the delivery already started
-(its ``by:webhook:<delivery>`` tag, or its parameters before it runs). Duplicates arriving
-together are serialised per delivery in this process, so they cost one lookup each.
+(its ``by:webhook:<delivery>`` tag, or its parameters before it runs), then for the deliveries it
+posted an event for (``deliveries``: kept on disk, so a replay just after a restart is a 409 too).
+Duplicates arriving together are serialised per delivery in this process, so they cost one
+lookup each.
+
+What costs nothing is checked first: the size and the signature headers' form are checked
+before the body is read and before any lookup (the secret, a run), so an unsigned or oversized
+request reaches neither the Prefect API nor the disk.
 """
 
 from __future__ import annotations
@@ -42,11 +50,12 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import ConfigError
 from cairn.orders.requests import ReleaseRequest
+from cairn.webhook.deliveries import Deliveries, default_path
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -72,15 +81,22 @@ def sign(secret: str, timestamp: int | str, delivery: str, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> str:
-    """The delivery id of an authentic, fresh request; else a 401 ``Refusal``."""
+def signature_headers(headers: dict[str, str]) -> tuple[str, str, str]:
+    """``(delivery, timestamp, signature)`` when each is there and well formed; else a 401 ``Refusal``.
+    Needs nothing but the headers: answered before the body is read or anything looked up."""
     delivery, stamp, signature = headers.get(H_DELIVERY, ""), headers.get(H_TIMESTAMP, ""), headers.get(H_SIGNATURE, "")
     if not signature:
         raise Refusal(401, f"unsigned request: send {H_SIGNATURE}: sha256=<hex HMAC-SHA256>")
-    if not DELIVERY.match(delivery):
+    if not DELIVERY.fullmatch(delivery):
         raise Refusal(401, f"missing or malformed {H_DELIVERY}: 1-128 of [A-Za-z0-9._:-]")
-    if not stamp.isdigit():
+    if not (stamp.isascii() and stamp.isdigit()):
         raise Refusal(401, f"missing or malformed {H_TIMESTAMP}: unix seconds")
+    return delivery, stamp, signature
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> str:
+    """The delivery id of an authentic, fresh request; else a 401 ``Refusal``."""
+    delivery, stamp, signature = signature_headers(headers)
     # Constant-time comparison, and before the freshness check so timing says nothing either way.
     if not hmac.compare_digest(signature.encode(), sign(secret, stamp, delivery, body).encode()):
         raise Refusal(401, "bad signature")
@@ -113,9 +129,14 @@ def _problems(exc: ConfigError) -> dict[str, Any]:
 RUN_WAIT_S = 20.0  # the automation creates the run about a second after the event; more under load
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
-# Deliveries this process posted an event for, whose run it has not seen yet: a repeat meanwhile
-# is a replay too. Bounded; the durable check is the run itself (``events.run_of``).
-_posted: OrderedDict[str, uuid.UUID] = OrderedDict()
+
+
+@cache
+def _posted() -> Deliveries:
+    """Deliveries an event was posted for, whose run may not exist yet: a repeat meanwhile is a
+    replay too. Kept while a captured request's signature can stay fresh (its timestamp may be
+    ``MAX_SKEW_S`` ahead of this clock, and is accepted ``MAX_SKEW_S`` after)."""
+    return Deliveries(default_path(), keep_s=2 * MAX_SKEW_S)
 
 
 def _lock_for(delivery: str) -> threading.Lock:
@@ -149,16 +170,13 @@ def start_release(delivery: str, req: ReleaseRequest) -> dict[str, Any]:
         run = events.run_of(delivery, automation)
         if run is not None:
             raise _replayed(delivery, run)
-        posted = _posted.get(delivery)
+        posted = _posted().get(delivery)
         if posted is not None and events.action_failure(posted) is None:
             raise _replayed(delivery, event=posted)
         _check(req, automation)
         event = events.request_release(delivery, req.app, req.environment, req.parameters(),
                                             events.next_attempt(delivery))
-        with _locks_guard:
-            _posted[delivery] = event
-            while len(_posted) > 10_000:
-                _posted.popitem(last=False)
+        _posted().add(delivery, event)
         return _answer(delivery, event, automation)
 
 
@@ -204,8 +222,7 @@ def _answer(delivery: str, event: uuid.UUID, automation: uuid.UUID) -> dict[str,
             checked_failure = time.monotonic()
             failure = events.action_failure(event)
             if failure is not None:  # nothing started: a resend of this delivery posts the next attempt
-                with _locks_guard:
-                    _posted.pop(delivery, None)
+                _posted().forget(delivery)
                 raise Refusal(503, f"Prefect could not start the release: {failure}", {"hint": "send the delivery again"})
         time.sleep(0.2)
     return answer  # accepted all the same: the automation starts it, `cairn release list` shows it
@@ -223,11 +240,20 @@ def _secret() -> str:
         raise Refusal(503, f"no webhook secret: set one with `cairn secret set {SECRET_NAME}`") from None
 
 
+def declared_size(headers: dict[str, str]) -> None:
+    """Refuse a body by its Content-Length (400 malformed, 413 over ``MAX_BODY``) before reading it."""
+    length = headers.get("content-length")
+    if length is None:
+        return  # chunked: the read stops at the limit (create_app)
+    if not (length.isascii() and length.isdigit()):
+        raise Refusal(400, f"malformed Content-Length: {length[:40]!r}: a number of bytes")
+    if int(length) > MAX_BODY:
+        raise Refusal(413, f"body of {length} bytes: at most {MAX_BODY}")
+
+
 def handle(headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
     """One request, start to answer; blocking (Prefect's sync client), run in a worker thread."""
     try:
-        if len(body) > MAX_BODY:
-            raise Refusal(413, f"body over {MAX_BODY} bytes")
         delivery = verify(_secret(), headers, body)
         return 202, start_release(delivery, parse(body))
     except Refusal as refusal:
@@ -242,9 +268,19 @@ def create_app() -> Starlette:
     from starlette.routing import Route
 
     async def releases(request: Request) -> JSONResponse:
-        body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
-        status, data = await run_in_threadpool(handle, headers, body)
+        try:
+            declared_size(headers)
+            signature_headers(headers)
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise Refusal(413, f"body over {MAX_BODY} bytes")
+        except Refusal as refusal:
+            # The rest of the body is never read: the connection closes after the answer.
+            return JSONResponse({"error": refusal.reason}, status_code=refusal.status, headers={"Connection": "close"})
+        status, data = await run_in_threadpool(handle, headers, bytes(body))
         return JSONResponse(data, status_code=status)
 
     async def health(_: Request) -> JSONResponse:
