@@ -18,6 +18,11 @@ from cairn.runtimes.kubernetes import manifests as m
 
 IMAGE_ERRORS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ImageInspectError"}
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# A config error that is the kubelet's own lag, not the configuration's: its watch of a Secret or
+# ConfigMap cairn has just written has not synced yet ("failed to sync secret cache: timed out
+# waiting for the condition", seen under load). The kubelet retries it; the health budget still
+# bounds the wait.
+_KUBELET_LAG = re.compile(r"failed to sync (secret|configmap) cache")
 REASONS = {"FailedPostStartHook": "PostStartFailed", "FailedPreStopHook": "FailedPreStop"}
 # Lazy: a revision of 12 decimal digits must still read as the revision, not as the slot.
 _INSTANCE = re.compile(r"^(?P<instance>.+?-(?P<slot>\d+))(?:-[0-9a-f]{12})?$")
@@ -142,6 +147,8 @@ def classify(pod: dict[str, Any], now: float) -> Verdict:
         reason = waiting.get("reason")
         if reason in IMAGE_ERRORS:
             return Verdict(Phase.FAILED, _image_reason(pod, waiting))
+        if reason in CONFIG_ERRORS and _KUBELET_LAG.search(waiting.get("message") or ""):
+            return Verdict(Phase.PENDING, f"{reason}: {waiting['message']}")
         if reason in CONFIG_ERRORS:
             return Verdict(Phase.FAILED, f"{reason}: {waiting.get('message', '')}".strip())
         if reason == "CrashLoopBackOff" or last:

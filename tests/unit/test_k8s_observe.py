@@ -75,6 +75,12 @@ def test_image_and_scheduling_problems() -> None:
                   annotations={m.IMAGE: "cairn/nope:v1"})
     verdict = classify(missing, NOW)
     assert verdict.phase is Phase.FAILED and "cairn/nope:v1" in (verdict.reason or "") and "ErrImageNeverPull" in (verdict.reason or "")
+    missing_secret = pod({"state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                "message": 'secret "shop-production-v2" not found'}}})
+    assert classify(missing_secret, NOW).phase is Phase.FAILED, "a configuration that cannot start fails at once"
+    lagging = pod({"state": {"waiting": {"reason": "CreateContainerConfigError",
+                                         "message": "failed to sync secret cache: timed out waiting for the condition"}}})
+    assert classify(lagging, NOW).phase is Phase.PENDING, "the kubelet's own lag in syncing a new Secret is waited out"
     unschedulable = pod(None)
     unschedulable["status"]["conditions"][0] = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                                 "message": "0/3 nodes are available: 3 Insufficient cpu."}
