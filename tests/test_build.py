@@ -38,7 +38,7 @@ def git_repo(root: Path) -> tuple[Path, str]:
     return repo, subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
 
 
-def register(repo: Path, app: str | None = None, **source: Any) -> str:
+def register(repo: Path, app: str | None = None, url: str | None = None, **source: Any) -> str:
     from cairn.blocks import store
     from cairn.configfile import load_data
 
@@ -47,7 +47,7 @@ def register(repo: Path, app: str | None = None, **source: Any) -> str:
            "ports": [{"container_port": 8080}],
            "health_check": {"http": {"path": "/healthz", "port": 8080}, "period_s": 0.5, "timeout_s": 2, "failure_threshold": 12},
            "lifecycle": {"termination_grace_period_s": 2}}
-    spec = {"repo": f"file://{repo}", "ref": "main", "build_command": BUILD, "output_dir": "dist", "timeout_s": 60, **source}
+    spec = {"repo": url or f"file://{repo}", "ref": "main", "build_command": BUILD, "output_dir": "dist", "timeout_s": 60, **source}
     store.apply(load_data({
         "clusters": [{"name": "bld-a"}, {"name": "bld-b"}],
         "apps": [{"name": app, "deploy_type": "code-package", "source": spec,
@@ -284,7 +284,7 @@ def test_git_credentials_come_from_a_secret_and_leak_nowhere(platform: str, tmp_
     store.set_secret(secret, json.dumps({"username": login.username, "password": login.password}))
     with GitServer(tmp_path, login) as server:
         url = f"{server.url}/{repo.name}"
-        app = register(repo, repo=url, credentials_secret=secret)
+        app = register(repo, url=url, credentials_secret=secret)
         built = cli("build", app, "--json")
         assert built.returncode == 0, built.stderr
         assert json.loads(built.stdout)["build"]["source"]["commit"] == commit
@@ -292,7 +292,7 @@ def test_git_credentials_come_from_a_secret_and_leak_nowhere(platform: str, tmp_
 
         echo = ('echo "login $GIT_LOGIN"; echo "token $(python3 -c \'import json, os; '
                 'print(json.loads(os.environ["GIT_LOGIN"])["password"])\')"; exit 4')
-        register(repo, app, repo=url, credentials_secret=secret, secret_env={"GIT_LOGIN": secret}, build_command=echo)
+        register(repo, app, url=url, credentials_secret=secret, secret_env={"GIT_LOGIN": secret}, build_command=echo)
         failed = cli("build", app)
     assert failed.returncode == 1 and "exited 4" in failed.stderr and "token ***" in failed.stderr, failed.stderr
     assert login.password not in failed.stderr + failed.stdout
