@@ -7,6 +7,7 @@ whose content did not change, so applying the same file twice changes nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -153,8 +154,10 @@ def secret_exists(name: str) -> bool:
 
 def get_secret(name: str) -> str:
     secret = load(Secret, name, what="secret")
-    value = secret.get()
-    return value if isinstance(value, str) else str(value)
+    # The stored text as it was set: Secret.get() parses a JSON string (a login's
+    # {"username", "password"}) into a dict, whose str() is Python's repr, not that JSON.
+    value = secret.value.get_secret_value()
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def set_secret(name: str, value: str) -> None:

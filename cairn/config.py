@@ -453,6 +453,12 @@ class EnvironmentSpec(Spec):
 
 GIT_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|/$|\.$")
 BUILD_TIMEOUT_MAX_S = 6 * 3600
+# A build runs in a container of this image unless source.image names another toolchain.
+BUILD_IMAGE = "cairn/python:3.11"
+# Upper bounds: past them a value is a typo (memory_mb: 1000000), not a build's real need.
+BUILD_CPU_MAX = 64.0
+BUILD_MEMORY_MAX_MB = 256 * 1024
+_USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://([^/?#]*)@", re.IGNORECASE)
 
 
 def ref_problem(ref: str) -> str | None:
@@ -474,6 +480,15 @@ def ref_problem(ref: str) -> str | None:
     return None
 
 
+def public_repo(repo: str) -> str:
+    """The repository URL without its userinfo, fit for messages, artifacts and package records.
+
+    >>> public_repo("https://user:token@git.example/shop.git")
+    'https://git.example/shop.git'
+    """
+    return _USERINFO.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)], repo)
+
+
 class SourceSpec(Spec):
     """Where an app's code comes from and how a build turns it into a code package."""
 
@@ -486,15 +501,43 @@ class SourceSpec(Spec):
     secret_env: dict[str, str] = Field(
         default_factory=dict, title="Build secret variables", description="Variable name -> name of a Prefect Secret block."
     )
+    image: str = Field(
+        BUILD_IMAGE, title="Build image",
+        description="OCI image the build command runs in (registry/name:tag, or a short name for the default registry); "
+                    "the checkout is its only mount.",
+    )
+    # none by default: a build that needs no downloads cannot reach the platform's API, the
+    # agent's instances or anything else; host is for builds that fetch dependencies.
+    network: Literal["none", "host"] = Field(
+        "none", title="Network",
+        description="`none`: loopback only; `host`: the worker's network (package downloads), loopback services included.",
+    )
+    cpu: Annotated[float, Field(gt=0, le=BUILD_CPU_MAX, allow_inf_nan=False)] = Field(1.0, title="CPU (cores)")
+    memory_mb: Annotated[int, Field(strict=True, ge=MEMORY_FLOOR_MB, le=BUILD_MEMORY_MAX_MB)] = Field(
+        1024, title="Memory (MB)", description="Over it the build is killed (its tmpfs /tmp counts too)."
+    )
+    credentials_secret: str | None = Field(
+        None, title="Git credentials secret",
+        description='Name of a Prefect Secret block holding JSON {"username": ..., "password": ...} (e.g. a token) '
+                    "for an https:// repository; git gets it through its environment, never the URL or argv.",
+    )
 
     @field_validator("repo")
     @classmethod
     def _repo(cls, repo: str) -> str:
+        # Every refusal shows the URL without its userinfo: the value may hold a token.
+        shown = public_repo(repo)
+        userinfo = _USERINFO.match(repo)
+        # A URL is stored in a block, shown in artifacts and put on git's argv: no credential in it.
+        # ssh's user name (git@host) is no secret; a password or any http user is.
+        if userinfo and (":" in userinfo.group(1) or not repo.lower().startswith("ssh://")):
+            raise refuse("", shown, "must not carry credentials (user:password@ or token@): put them in a secret "
+                         "and name it in source.credentials_secret")
         # A leading "-" would reach git as an option; control characters have no place in a URL.
         if not repo or repo.startswith("-") or any(ord(c) < 0x20 for c in repo):
-            raise ValueError("must be a git URL or an absolute path, e.g. file:///srv/git/shop-api")
+            raise refuse("", shown, "must be a git URL or an absolute path, e.g. file:///srv/git/shop-api")
         if not (re.match(r"^(https?|ssh|git|file)://.+", repo) or repo.startswith("/") or re.match(r"^[\w.-]+@[\w.-]+:.+", repo)):
-            raise ValueError("must be a git URL (https://, ssh://, git://, file://, user@host:path) or an absolute path")
+            raise refuse("", shown, "must be a git URL (https://, ssh://, git://, file://, user@host:path) or an absolute path")
         return repo
 
     @field_validator("ref")
@@ -518,6 +561,8 @@ class SourceSpec(Spec):
 
     _env = field_validator("env", "secret_env")(EnvironmentSpec._env_names.__func__)  # type: ignore[attr-defined]
     _secrets = field_validator("secret_env")(EnvironmentSpec._secret_names.__func__)  # type: ignore[attr-defined]
+    _image = field_validator("image")(EnvironmentSpec._image.__func__)  # type: ignore[attr-defined]
+    _credentials = field_validator("credentials_secret")(EnvironmentSpec._pull_secret.__func__)  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _env_overlap(self) -> SourceSpec:
@@ -527,6 +572,9 @@ class SourceSpec(Spec):
         for var in self.secret_env:
             if var in self.env:
                 raise refuse(f"secret_env.{var}", var, "also set in env; keep the variable in one of env and secret_env")
+        if self.credentials_secret is not None and not re.match(r"^https?://", self.repo):
+            raise refuse("credentials_secret", self.credentials_secret,
+                         "applies to http(s):// repositories only; use an https:// URL or drop credentials_secret")
         return self
 
 

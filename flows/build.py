@@ -1,7 +1,8 @@
 """The build: one flow run turns an app's code source at a git ref into a code package.
 
-Clone, build, pack+store run in a fresh workspace that is removed afterwards; only a build that
-succeeded stores anything, so a failed one leaves the package store as it was. The package's
+Clone (on the worker), build (in a container: ``cairn.tasks.build``), pack+store run in a fresh
+workspace that is removed afterwards; only a build that succeeded stores anything, so a failed
+one leaves the package store as it was. The package's
 version name is ``<ref-sanitized>-<commit[:12]>`` (``cairn.packages.build_version``); its digest
 names it too. A release order of it is the CLI's next step (``cairn build --release ENV``).
 """
@@ -17,11 +18,11 @@ from pydantic import Field
 
 from cairn import packages
 from cairn.blocks import store
-from cairn.config import ref_problem
+from cairn.config import public_repo, ref_problem
 from cairn.errors import ConfigError
 from cairn.flows.engine import current_run
 from cairn.paths import cairn_home
-from cairn.tasks.build import clone, pack_and_store, public_repo, report_markdown, run_build
+from cairn.tasks.build import clone, pack_and_store, report_markdown, run_build
 
 
 @flow(name="build", flow_run_name="build-{app}-{ref}", persist_result=True, validate_parameters=True)
@@ -39,7 +40,7 @@ def build(
     run_id, _ = current_run()
     workspace = cairn_home() / "builds" / f"{app}-{run_id}"
     try:
-        checkout = clone(source.repo, ref, str(workspace))
+        checkout = clone(source.repo, ref, str(workspace), source.credentials_secret)
         version = packages.build_version(ref, checkout["commit"])
         built = run_build(str(workspace), source, checkout["committed_at"])
         origin = {"repo": public_repo(source.repo), "ref": ref, "commit": checkout["commit"]}
@@ -48,5 +49,6 @@ def build(
         shutil.rmtree(workspace, ignore_errors=True)
     create_markdown_artifact(key=f"build-{app}", markdown=report_markdown(record, built["log"]),
                              description=f"{app} {version} sha256:{record['digest'][:12]}")
-    get_run_logger().info("built %s %s sha256:%s from %s at %s", app, version, record["digest"], ref, checkout["commit"])
+    get_run_logger().info("built %s %s sha256:%s from %s at %s in %s", app, version, record["digest"], ref, checkout["commit"],
+                          built["image"])
     return record

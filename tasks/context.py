@@ -59,14 +59,13 @@ def pull_login_for(revision: Revision) -> tuple[str, str] | None:
     return None if secret is None else pull_login(secret)
 
 
-def pull_login(secret: str) -> tuple[str, str]:
-    """The registry login in the Secret block ``secret``: JSON ``{"username", "password"}``.
+def pull_login(secret: str, field: str = "image_pull_secret") -> tuple[str, str]:
+    """The login in the Secret block ``secret`` (named by ``field``): JSON ``{"username", "password"}``.
     The value never reaches a message (a malformed one is described, not quoted)."""
     import json
 
     from cairn.blocks import store
 
-    field = "image_pull_secret"
     try:
         data = json.loads(store.get_secret(secret))
     except ValueError:

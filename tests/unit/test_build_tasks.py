@@ -1,20 +1,23 @@
-"""The build's tasks without a server (``.fn``): clone, run the build, pack and store, on a git repository made here."""
+"""The build's clone without a server: a real git repository made here, served over HTTP with
+Basic auth on loopback (``git http-backend`` behind http.server), and the environment and argv
+the clone gives git. The build command's container is tested in tests/test_build.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from cairn import packages
-from cairn.config import SourceSpec
-from cairn.errors import ConfigError, NotFound, PermanentError
-from cairn.redaction import MASK
+from cairn.errors import NotFound, PermanentError
+from cairn.images.credentials import Credentials
 from cairn.tasks import build as tasks
 
-BUILD = "mkdir -p dist && cp app.py dist/ && git rev-parse HEAD > dist/VERSION"
+LOGIN = Credentials("builder", "tok-3f9a1c77e2")
 
 
 def git_repo(root: Path) -> Path:
@@ -27,52 +30,111 @@ def git_repo(root: Path) -> Path:
     return repo
 
 
+class GitServer:
+    """``git http-backend`` (git's own smart HTTP CGI) behind Basic auth, on 127.0.0.1, serving
+    the repositories under ``root``; ``seen`` records each request's Authorization header."""
+
+    def __init__(self, root: Path, login: Credentials) -> None:
+        self.root, self.expected = root, f"Basic {login.basic()}"
+        self.seen: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def _serve(self) -> None:
+                auth = self.headers.get("Authorization")
+                server.seen.append(auth)
+                if auth != server.expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {"PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",
+                       "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": "builder",
+                       "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
+                       "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}
+                out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60).stdout
+                head, _, payload = out.partition(b"\r\n\r\n")
+                headers = [line.split(":", 1) for line in head.decode().split("\r\n") if ":" in line]
+                status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() != "status":
+                        self.send_header(k, v.strip())
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> GitServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("CAIRN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CAIRN_BUILD_TEST_LEAK", "host-only")
-    monkeypatch.setattr(tasks.store, "get_secret", lambda name: {"npm-token": "s3cr3t-value"}[name])
-    return tmp_path
+def served(tmp_path: Path) -> Iterator[tuple[GitServer, str]]:
+    git_repo(tmp_path)
+    with GitServer(tmp_path, LOGIN) as server:
+        yield server, f"{server.url}/repo"
 
 
-def build(root: Path, repo: Path, ref: str = "main", **source: object) -> dict:
-    spec = SourceSpec(repo=f"file://{repo}", ref=ref, **{"build_command": BUILD, "output_dir": "dist", **source})  # type: ignore[arg-type]
-    ws = root / f"ws-{len(list(root.glob('ws-*')))}"
-    checkout = tasks.clone.fn(spec.repo, ref, str(ws))
-    built = tasks.run_build.fn(str(ws), spec, checkout["committed_at"])
-    version = packages.build_version(ref, checkout["commit"])
-    return {**tasks.pack_and_store.fn("shop", version, built["output"], {"commit": checkout["commit"]}), "log": built["log"]}
+def test_the_credential_reaches_git_only_as_a_header_for_the_repository(served: tuple[GitServer, str], tmp_path: Path) -> None:
+    server, url = served
+    done = tasks.checkout(url, "main", tmp_path / "ws", LOGIN)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "repo", capture_output=True, text=True).stdout.strip()
+    assert done["commit"] == commit
+    assert server.seen and set(server.seen) == {server.expected}, "every request carried the header, from the first"
+    checkout = tasks.checkout_dir(tmp_path / "ws")
+    kept = "".join(p.read_text(errors="replace") for p in (checkout / ".git").rglob("*") if p.is_file() and p.stat().st_size < 1 << 20)
+    assert LOGIN.password not in kept and LOGIN.basic() not in kept, "the checkout (the build's own files) holds no credential"
+
+    argv = tasks.fetch_argv(url, "main")
+    env = tasks.git_env(tmp_path / "ws", url, LOGIN)
+    assert not [a for a in argv if any(m in a for m in tasks.masks(LOGIN))], "argv, readable by every user, holds no credential"
+    assert env["GIT_CONFIG_KEY_0"] == f"http.{url}.extraHeader", "scoped to the repository's URL: a redirect elsewhere gets nothing"
+    assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {LOGIN.basic()}"
 
 
-def test_equal_inputs_give_the_same_digest_and_the_env_is_minimal(home: Path) -> None:
-    repo = git_repo(home)
-    env_dump = BUILD + " && env | sort && echo token=$NPM_TOKEN"
-    first = build(home, repo, build_command=env_dump, env={"CI": "1"}, secret_env={"NPM_TOKEN": "npm-token"})
-    again = build(home, repo, build_command=env_dump, env={"CI": "1"}, secret_env={"NPM_TOKEN": "npm-token"})
-    assert first["digest"] == again["digest"] and first["version"] == again["version"]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    assert first["version"] == f"main-{commit[:12]}"
-    assert "CI=1" in first["log"] and "LANG=C.UTF-8" in first["log"] and "CAIRN_BUILD_TEST_LEAK" not in first["log"]
-    assert "s3cr3t-value" not in first["log"] and f"token={MASK}" in first["log"]
-    assert len(packages.list_packages("shop")) == 1
+@pytest.mark.parametrize("login, hint", [
+    pytest.param(None, "name a secret holding a login in source.credentials_secret",
+                 id="a private repository without credentials is refused with the field to set"),
+    pytest.param(Credentials("builder", "wrong-password"), "put a valid login in the secret",
+                 id="a wrong credential is refused without echoing it"),
+])
+def test_refused_credentials_are_named_not_quoted(served: tuple[GitServer, str], tmp_path: Path,
+                                                  login: Credentials | None, hint: str) -> None:
+    _, url = served
+    with pytest.raises(PermanentError, match="refused the credentials") as info:
+        tasks.checkout(url, "main", tmp_path / "ws", login)
+    assert hint in (info.value.hint or "")
+    assert "wrong-password" not in str(info.value) and LOGIN.password not in str(info.value)
 
 
-def _refused(home: Path, repo: Path, error: type[Exception], match: str, **kw: object) -> None:
-    before = sorted(packages.store_dir().rglob("*")) if packages.store_dir().exists() else []
-    with pytest.raises(error, match=match) as info:
-        build(home, repo, **kw)  # type: ignore[arg-type]
-    after = sorted(packages.store_dir().rglob("*")) if packages.store_dir().exists() else []
-    assert after == before, "nothing stored"
-    assert "s3cr3t-value" not in str(info.value)
-
-
-def test_bad_builds_are_refused_and_store_nothing(home: Path) -> None:
-    repo = git_repo(home)
-    _refused(home, repo, NotFound, "ref 'nope' does not exist", ref="nope")
-    _refused(home, repo, PermanentError, "exited 3", build_command="echo $NPM_TOKEN; echo broken; exit 3",
-             secret_env={"NPM_TOKEN": "npm-token"})
-    _refused(home, repo, PermanentError, "timeout of 0.5s", build_command="echo slow; sleep 30", timeout_s=0.5)
-    _refused(home, repo, PermanentError, "no directory 'dist'", build_command="ln -s / dist")
-    _refused(home, repo, ConfigError, "symlinks must stay inside", build_command="mkdir dist && ln -s /etc dist/etc")
+def test_missing_refs_and_repositories_are_not_found(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path)
+    with pytest.raises(NotFound, match="ref 'nope' does not exist"):
+        tasks.checkout(f"file://{repo}", "nope", tmp_path / "ws-a")
     with pytest.raises(NotFound, match="no git repository"):
-        tasks.clone.fn(f"file://{home}/missing", "main", str(home / "ws-x"))
+        tasks.checkout(f"file://{tmp_path}/missing", "main", tmp_path / "ws-b")
+
+
+def test_masks_cover_every_spelling_of_the_credential() -> None:
+    shown = f"user {LOGIN.username}:{LOGIN.password} header Basic {LOGIN.basic()} token {LOGIN.password}"
+    assert tasks.redact(shown, tasks.masks(LOGIN)) == "user *** header Basic *** token ***"
