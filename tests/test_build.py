@@ -19,7 +19,7 @@ import pytest
 from cairn import packages
 from cairn.plan import PauseMode
 from cairn.status import Status
-from tests.behaviour.test_isolation import Probe  # a command for sh and its verdict: refused, or prints:<text>
+from tests.behaviour.test_isolation import HOST_ENVIRON, OTHER_PIDS, Probe  # a command for sh and its verdict: refused, or prints:<text>
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -147,10 +147,9 @@ PROBES = [
     Probe("the workspace holds the checkout and the home alone", "ls -a /build | tr '\\n' ' '", "prints:. .. home src"),
     Probe("pid 1 is the build command, not the host's init", "tr '\\0' ' ' < /proc/1/cmdline | cut -d' ' -f1", "prints:sh"),
     Probe("/proc holds the build's own processes alone",
-          "for p in $(ls /proc | grep '^[0-9]'); do c=$(cat /proc/$p/comm 2>/dev/null) || continue; "
-          "case \"$c\" in sh|ls|grep|cat|'') ;; *) echo $p $c;; esac; done", "prints:"),
+          OTHER_PIDS, "prints:"),
     Probe("no host process's environment is readable",
-          "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep '^CAIRN_PROBE_MARKER='; true", "prints:"),
+          HOST_ENVIRON, "prints:"),
     Probe("the Prefect API on loopback is out of reach",
           "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {prefect_port}), 3)'", "refused"),
     Probe("the network is loopback alone", "ls /sys/class/net | tr '\\n' ' '", "prints:lo"),

@@ -48,19 +48,24 @@ _CAPS = ("for f in /proc/1/status /proc/self/status; do for k in CapEff CapBnd; 
          "e=$(( 0x$(grep \"^$k:\" $f | cut -f2) )); printf '%d%d%d%d' $(( (e>>13)&1 )) $(( (e>>16)&1 )) $(( (e>>19)&1 )) $(( (e>>21)&1 )); "
          "done; done")
 
+# Shared with the build container's probes (tests/test_build.py): the pids in /proc that are not
+# this probe's own shell tools, and any host process's environment marker that can be read.
+OTHER_PIDS = ("for p in $(ls /proc | grep '^[0-9]'); do c=$(cat /proc/$p/comm 2>/dev/null) || continue; "
+              "case \"$c\" in sh|ls|grep|cat|'') ;; *) echo $p;; esac; done")
+HOST_ENVIRON = "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep '^CAIRN_PROBE_MARKER='; true"
+
 PROBES = [
     # processes
     Probe("ps lists the app (pid 1) and this probe, no other instance's or host process",
           "ps -o pid,comm | awk 'NR>1 && $2!=\"ps\" && $2!=\"awk\" && $2!=\"sh\" {print $1}'", "prints:1"),
     Probe("/proc holds only the instance's own pids",
-          "for p in $(ls /proc | grep '^[0-9]'); do c=$(cat /proc/$p/comm 2>/dev/null) || continue; "
-          "case \"$c\" in sh|ls|grep|cat|'') ;; *) echo $p;; esac; done", "prints:1"),
+          OTHER_PIDS, "prints:1"),
     Probe("pid 1 is the app, not the host's init", "tr '\\0' ' ' < /proc/1/cmdline | cut -d' ' -f1 | sed 's|.*/||'",
           "prints:python3"),
     Probe("every environ readable is the instance's own (no host or other instance's values)",
           f"cat /proc/[0-9]*/environ | tr '\\0' '\\n' | grep '^{SECRET_VAR}=' | sort -u", f"prints:{SECRET_VAR}={{own_secret}}"),
     Probe("no host process's environment is readable",
-          "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep '^CAIRN_PROBE_MARKER='; true", "prints:"),
+          HOST_ENVIRON, "prints:"),
     Probe("/proc/1/environ is the app's, holding its own secret", f"tr '\\0' '\\n' < /proc/1/environ | grep '^{SECRET_VAR}='",
           f"prints:{SECRET_VAR}={{own_secret}}"),
     # the platform's state
