@@ -30,3 +30,28 @@ def in_background(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Futu
 
     threading.Thread(target=run, name=f"cairn-{getattr(fn, '__name__', 'call')}", daemon=True).start()
     return future
+
+
+class OnDemand(Future[T]):
+    """A read to start at a moment someone else notices (``start``, once; later calls do nothing),
+    then taken like any future. The health wait starts the batch boundary's pause-mode read the
+    moment it sees the batch healthy, before Prefect records the task's end (~10 ms of the
+    flow's CPU, and the server's, that the read would otherwise queue behind)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        super().__init__()
+        self._fn = fn
+        self._started = threading.Lock()
+
+    def start(self) -> None:
+        if not self._started.acquire(blocking=False):
+            return
+        started = in_background(self._fn)
+        started.add_done_callback(self._take)
+
+    def _take(self, done: Future[T]) -> None:
+        error = done.exception()
+        if error is not None:
+            self.set_exception(error)
+        else:
+            self.set_result(done.result())

@@ -15,14 +15,14 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 
-from cairn.background import in_background
+from cairn.background import OnDemand
 from cairn.errors import BatchFailed
 from cairn.flows import approval
 from cairn.orders import records
 from cairn.orders.history import ModeRecord
 from cairn.plan import PauseMode, next_step, plan_release
 from cairn.revision import Revision
-from cairn.tasks.batch import apply_batch, observe, retire_slots, slot_states, wait_healthy
+from cairn.tasks.batch import apply_batch, observe, on_healthy, retire_slots, slot_states, wait_healthy
 from cairn.tasks.report import OrderReport
 
 
@@ -44,9 +44,10 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
     # The mode only decides at batch boundaries, where it is read fresh (below): no read up front,
     # which keeps an API call off the way to the first batch and to a resumed one.
     mode = default_mode
-    mode_read: Future[ModeRecord] | None = None  # started with the observe that follows a wait
+    mode_read: Future[ModeRecord] | None = None  # started when the health wait before a boundary succeeds
     # The artifacts are written in the background (report.update returns at once); whatever ends
     # this process's run (done, a failed batch, a suspend) leaves them showing where it stands.
+    # The release and rollback flows carry ``flush_finished`` as their completion hook.
     try:
         while True:
             instances = observe(revision)
@@ -63,15 +64,19 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
             report.update(instances)
             if step.kind == "wait":
                 batch = plan.batch(step.at)
+                # A batch boundary follows a healthy batch but the last: its mode read starts the moment
+                # the wait sees the batch healthy and runs alongside the observe below, not after it.
+                boundary = OnDemand(lambda: records.read_mode(run_id, default_mode)) if batch.index < len(plan.batches) else None
                 try:
-                    wait_healthy(order, batch.index, list(batch.slots), revision)
+                    with on_healthy(boundary.start if boundary else lambda: None):
+                        wait_healthy(order, batch.index, list(batch.slots), revision)
                 except BatchFailed:
                     with contextlib.suppress(Exception):  # the failure is the news; a failed read must not hide it
                         report.update(observe(revision))  # the table shows which instances failed, and why
                     raise
-                if batch.index < len(plan.batches):
-                    # A batch boundary comes next: read the mode now, alongside the observe, not after it.
-                    mode_read = in_background(records.read_mode, run_id, default_mode)
+                if boundary is not None:
+                    boundary.start()  # a no-op: the wait started it (kept so that no path leaves the read unstarted)
+                    mode_read = boundary
             elif step.kind == "fail":
                 # A re-run (dashboard retry, `cairn release retry`) replaces the failed instances once.
                 if run_count > 1 and not replaced_failed:
@@ -94,6 +99,8 @@ def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_paus
                     retire_slots(order, extra, revision)
                     report.update(observe(revision))
                 logger.info("%s: every instance runs revision %s", title, revision.short)
+                report.flush_on_completion()  # the order is done: its report is news, written once that is recorded
                 return {"revision": revision.digest, "instances": plan.instances, "batches": batches}
-    finally:
-        report.flush()
+    except BaseException:
+        report.flush()  # a failed batch, a suspend, a cancel: the table shows where it stands, before the state
+        raise

@@ -19,6 +19,7 @@ from cairn.orders.revisions import revision_and_runtime, snapshot
 from cairn.plan import PauseMode, PauseModeName, plan_release
 from cairn.revision import VERSION, Revision
 from cairn.tasks.context import target
+from cairn.tasks.report import flush_finished
 
 
 def _take_turn(me: FlowRun, app: str, environment: str) -> None:
@@ -46,7 +47,8 @@ def _ui(title: str, description: str) -> dict[str, str]:
     return {"title": title, "description": description}
 
 
-@flow(name="release", flow_run_name="{app}-{environment}-{version}", persist_result=True, validate_parameters=True)
+@flow(name="release", flow_run_name="{app}-{environment}-{version}", persist_result=True, validate_parameters=True,
+      on_completion=[flush_finished], on_failure=[flush_finished])
 def release(
     app: Annotated[str, Field(min_length=1, json_schema_extra=_ui("App", "Name of a registered app (`cairn app list`)."))],
     environment: Annotated[EnvironmentName, Field(json_schema_extra=_ui("Environment", "Where to ship."))],

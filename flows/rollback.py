@@ -13,9 +13,10 @@ from cairn.orders import records, tags
 from cairn.orders.records import close_run
 from cairn.orders.revisions import revision_of_run
 from cairn.plan import PauseMode
+from cairn.tasks.report import flush_finished
 
 
-@flow(name="rollback", flow_run_name="rollback-{app}-{environment}", persist_result=True)
+@flow(name="rollback", flow_run_name="rollback-{app}-{environment}", persist_result=True, on_completion=[flush_finished], on_failure=[flush_finished])
 def rollback(app: str, environment: EnvironmentName, order: str | None = None, batches: int = 2) -> dict[str, Any]:
     """Close the active order (if any) and ship the revision of the last completed order again."""
     run_id, _ = current_run()

@@ -41,21 +41,23 @@ class OrderRun:
     state_name: str | None
     message: str | None
     created: datetime | None
+    ended: datetime | None = None
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> OrderRun:
         state = doc.get("state") or {}
-        created = doc.get("created")
+        created, ended = doc.get("created"), doc.get("end_time")
         return cls(UUID(doc["id"]), doc["name"], tuple(doc.get("tags") or ()), dict(doc.get("parameters") or {}),
                    state.get("type") or doc.get("state_type") or "SCHEDULED", state.get("name") or doc.get("state_name"),
-                   state.get("message"), datetime.fromisoformat(created) if created else None)
+                   state.get("message"), datetime.fromisoformat(created) if created else None,
+                   datetime.fromisoformat(ended) if ended else None)
 
     @classmethod
     def from_flow_run(cls, run: FlowRun) -> OrderRun:
         """For the paths that already hold a Prefect FlowRun (create, resume, close)."""
         state = run.state
         return cls(run.id, run.name, tuple(run.tags), dict(run.parameters or {}), state.type.value if state else "SCHEDULED",
-                   state.name if state else None, state.message if state else None, run.created)
+                   state.name if state else None, state.message if state else None, run.created, run.end_time)
 
     def tag(self, prefix: str) -> str | None:
         return tags.value(self.tags, prefix)
@@ -76,20 +78,23 @@ def variable_name(order_id: UUID | str) -> str:
     return f"cairn_order_{UUID(str(order_id)).hex}"
 
 
-def _filter(tags: Sequence[str], any_tags: Sequence[str] | None) -> dict[str, Any]:
+def _filter(tags: Sequence[str], any_tags: Sequence[str] | None, states: Sequence[str] | None) -> dict[str, Any]:
     flt: dict[str, Any] = {"tags": {"all_": list(tags)}}
     if any_tags is not None:
         flt["tags"]["any_"] = list(any_tags)
+    if states is not None:
+        flt["state"] = {"type": {"any_": list(states)}}
     return flt
 
 
-def find(*tags: str, limit: int = 50, offset: int = 0, any_tags: Sequence[str] | None = None) -> list[OrderRun]:
-    """Runs carrying every tag (and one of ``any_tags``), newest first: the server filters, in one
-    query per 200 runs."""
+def find(*tags: str, limit: int = 50, offset: int = 0, any_tags: Sequence[str] | None = None,
+         states: Sequence[str] | None = None) -> list[OrderRun]:
+    """Runs carrying every tag (and one of ``any_tags``), in one of ``states`` (Prefect's StateType
+    values) if given, newest first: the server filters, in one query per 200 runs."""
     out: list[OrderRun] = []
     while len(out) < limit:
         size = min(PAGE, limit - len(out))
-        docs = api.post("flow_runs/filter", {"flow_runs": _filter(tags, any_tags), "sort": "EXPECTED_START_TIME_DESC",
+        docs = api.post("flow_runs/filter", {"flow_runs": _filter(tags, any_tags, states), "sort": "EXPECTED_START_TIME_DESC",
                                              "limit": size, "offset": offset + len(out)}, "flow runs")
         out += [OrderRun.from_json(d) for d in docs]
         if len(docs) < size:

@@ -22,6 +22,7 @@ from uuid import UUID
 
 from cairn.errors import Conflict
 from cairn.orders import records, tags
+from cairn.orders.history import OrderRun
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 QUEUE_POLL_S = 2.0
 
 
-def holders(app: str, env: str, *, exclude: UUID | None = None) -> list[FlowRun]:
+def holders(app: str, env: str, *, exclude: UUID | None = None) -> list[OrderRun]:
     """The runs that hold ``app``/``env`` now: releases and rollbacks that have not finished."""
     return records.active_runs(app, env, exclude=exclude)
 
 
-def refuse_if_held(app: str, env: str, *, waiting: Sequence[FlowRun] = ()) -> None:
+def refuse_if_held(app: str, env: str, *, waiting: Sequence[FlowRun | OrderRun] = ()) -> None:
     """``Conflict`` if an order holds the environment; ``waiting`` adds runs that will hold it
     once they start (the webhook's automation creates runs that carry no tags yet)."""
     held = [*holders(app, env), *waiting]
@@ -51,7 +52,7 @@ def create_key(app: str, env: str, *, queued_request: str | None = None) -> str:
     return f"release:{app}:{env}:after:{last.id if last else 'none'}"
 
 
-def take_turn(me: FlowRun, app: str, env: str, *, on_wait: Callable[[FlowRun], None] | None = None) -> None:
+def take_turn(me: FlowRun, app: str, env: str, *, on_wait: Callable[[OrderRun], None] | None = None) -> None:
     """Return once no older order holds the environment. A run that is not queued is refused at
     once (``Conflict``); a queued one waits, calling ``on_wait`` once with the order ahead."""
     told = False
@@ -67,5 +68,5 @@ def take_turn(me: FlowRun, app: str, env: str, *, on_wait: Callable[[FlowRun], N
         time.sleep(QUEUE_POLL_S)  # an order ahead may stay paused for days: poll, do not hold a watch
 
 
-def _conflict(app: str, env: str, holder: FlowRun, hint: str) -> Conflict:
+def _conflict(app: str, env: str, holder: FlowRun | OrderRun, hint: str) -> Conflict:
     return Conflict(f"{app}/{env} already has an active order {holder.id} ({holder.name})", hint=hint)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 # Both imported here rather than where they are first used (Prefect's Task.__call__ imports its
 # visualization module, graphviz included, at a run's first task call; ``connect`` the local
@@ -22,6 +24,22 @@ from cairn.tasks.context import Target, pull_login_for, retry_temporary, secrets
 
 # How long one long poll may wait without a change: the deadline is checked in between.
 LONG_POLL_S = 5.0
+
+# Called by wait_healthy the moment it sees its batch healthy (see ``on_healthy``).
+_healthy_hook: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("cairn_healthy_hook", default=None)
+
+
+@contextlib.contextmanager
+def on_healthy(hook: Callable[[], None]) -> Iterator[None]:
+    """Run ``hook`` as soon as the wait_healthy called inside sees its batch healthy, before the
+    task returns: the flow starts the batch boundary's reads there, not after Prefect has recorded
+    the task's end. A context variable rather than a task parameter: a callable is no input of
+    the task to show in the UI, and the task runs in the flow's thread and context."""
+    token = _healthy_hook.set(hook)
+    try:
+        yield
+    finally:
+        _healthy_hook.reset(token)
 
 
 def observe(revision: Revision) -> list[Instance]:
@@ -89,6 +107,9 @@ def wait_healthy(order: str, batch: int, slots: list[int], revision: Revision) -
             if i.revision == revision.digest and i.ready:
                 ready_at.setdefault(i.name, time.monotonic() - started)
         if len(ready_at) == len(slots) and all(i.ready and i.revision == revision.digest for i in current.values()):
+            hook = _healthy_hook.get()
+            if hook is not None:
+                hook()
             return ready_at
         if time.monotonic() > deadline:
             late = {t.env.instance(s): _why_not_ready(current.get(s), revision) for s in slots if t.env.instance(s) not in ready_at}
