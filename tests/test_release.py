@@ -6,6 +6,7 @@ Each test registers its own app (unique name) so tests never share an environmen
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,17 @@ def artifacts(order: str) -> tuple[list[dict[str, str]], float]:
     return json.loads(found[key].data), float(found[f"{key}-progress"].data)
 
 
+def final_artifacts(order: str, timeout_s: float = 15.0) -> tuple[list[dict[str, str]], float]:
+    """A completed order's table: its last write is made by the flow's completion hook, once
+    Completed is recorded and before the run's process exits, so it lands just after the state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows, progress = artifacts(order)
+        if progress == 100.0 or time.monotonic() > deadline:
+            return rows, progress
+        time.sleep(0.1)
+
+
 def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     from cairn.errors import ActionRefused, NotFound
     from cairn.orders import actions
@@ -106,7 +118,7 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
     done = wait(order, Status.COMPLETED, Status.FAILED)
     assert done["status"] == "completed", done["message"]
     assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
-    rows, progress = artifacts(order)  # flushed before the run completed
+    rows, progress = final_artifacts(order)
     assert [r["state"] for r in rows] == ["done"] * 4 and progress == 100.0, rows
 
     for args, code in ((("release", "resume", order), 4), (("release", "close", order), 4), (("release", "show", "no-such-order"), 2),
