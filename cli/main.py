@@ -170,6 +170,32 @@ def env_show(app_name: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
     emit(data, as_json, render)
 
 
+@env_app.command("diff")
+def env_diff(app_name: AppArg, env: EnvArg, as_json: JsonFlag = False) -> None:
+    """The stored configuration against what the environment runs now (its last completed order):
+    what the next order would change besides its version. Secret references: only that they changed."""
+    with errors_as_exit(as_json):
+        from cairn import diff
+        from cairn.blocks import store
+        from cairn.images.defaults import qualify
+        from cairn.orders.revisions import running
+
+        block = store.load_environment(app_name, env)
+        now = running(app_name, env)
+        # As an order would store it: a short image name qualified with the default registry.
+        stored = block.spec.model_copy(update={"image": str(qualify(block.spec.image, "image"))})
+        fields = diff.spec_changes(now.spec.model_dump(mode="json") if now else None, stored.model_dump(mode="json"), prefix="spec")
+        data = {"app": app_name, "environment": env, "against": {"revision": now.digest, "version": now.version} if now else None,
+                "fields": [c.as_dict() for c in fields]}
+
+    def render(d: dict) -> None:
+        from cairn.cli.release import render_changes
+
+        render_changes(d, title="the stored configuration against what runs")
+
+    emit(data, as_json, render)
+
+
 def _register_subcommands() -> None:
     from cairn.cli import build, controlplane, package, release
 

@@ -6,7 +6,7 @@ The CLI and the Prefect UI take the same code path: both end in ``cairn.orders.r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,6 +16,9 @@ from cairn.cli.output import JsonFlag, console, emit, errors_as_exit
 from cairn.naming import dns1123_problem, version_problem
 from cairn.plan import PauseMode, pauses_after, plan_release
 
+if TYPE_CHECKING:
+    from cairn.revision import Revision
+
 release_app = typer.Typer(help="Release orders: ship a version to an environment batch by batch.", no_args_is_help=True)
 
 
@@ -24,8 +27,9 @@ def register(root: typer.Typer) -> None:
 
 
 def plan_document(app: str, env: str, version: str, instances: int, batches: int, mode: PauseMode,
-                  image: str | None = None) -> dict[str, Any]:
-    """``image``: the pinned reference the order would ship (``registry/name:tag@sha256:...``)."""
+                  image: str | None = None, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``image``: the pinned reference the order would ship (``registry/name:tag@sha256:...``);
+    ``changes``: what it changes against what runs now (``changes_document``)."""
     from cairn.naming import instance_name
 
     plan = plan_release(instances, batches)
@@ -36,6 +40,7 @@ def plan_document(app: str, env: str, version: str, instances: int, batches: int
         "image": image,
         "instances": instances,
         "pause_mode": str(mode),
+        **({"changes": changes} if changes is not None else {}),
         "batches": [
             {
                 "index": b.index,
@@ -49,6 +54,25 @@ def plan_document(app: str, env: str, version: str, instances: int, batches: int
     }
 
 
+def changes_document(running: Revision | None, shipped: Revision) -> dict[str, Any]:
+    from cairn import diff
+
+    return {"against": {"revision": running.digest, "version": running.version} if running else None,
+            "fields": [c.as_dict() for c in diff.revision_changes(running, shipped)]}
+
+
+def render_changes(changes: dict[str, Any], title: str = "changes against what runs now") -> None:
+    against = changes["against"]
+    where = f"revision {against['revision'][:12]} (version {against['version']})" if against else "nothing (the first order)"
+    if not changes["fields"]:
+        console.print(f"no change against {where}", markup=False, highlight=False)
+        return
+    table = Table("field", "change", title=f"{title}: {where}")
+    for c in changes["fields"]:
+        table.add_row(c["field"], c["summary"])
+    console.print(table)
+
+
 def _render_plan(doc: dict[str, Any]) -> None:
     console.print(
         f"plan: [bold]{doc['app']}[/] {doc['environment']} -> {doc['version']}: "
@@ -56,6 +80,8 @@ def _render_plan(doc: dict[str, Any]) -> None:
     )
     if doc.get("image"):
         console.print(f"image: {doc['image']}", markup=False, highlight=False, soft_wrap=True)  # a digest is copied whole
+    if "changes" in doc:
+        render_changes(doc["changes"])
     table = Table("batch", "size", "instances", "then")
     for b in doc["batches"]:
         table.add_row(str(b["index"]), str(b["size"]), ", ".join(b["instances"]), "pause for approval" if b["pause_after"] else "")
@@ -78,11 +104,13 @@ def create(
     with errors_as_exit(as_json):
         if dry_run:
             from cairn.orders.requests import ReleaseRequest, check
+            from cairn.orders.revisions import running
 
             # The pre-flight check every door runs (it stores nothing); create_order runs it too.
             checked = check(ReleaseRequest.parse({"app": app_name, "environment": env, "version": version, "batches": batches,
                                                   "pause_mode": pause_mode}))
-            emit(plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode, checked.revision.image),
+            changes = changes_document(running(app_name, env), checked.revision)
+            emit(plan_document(app_name, env, version, checked.plan.instances, batches, pause_mode, checked.revision.image, changes),
                  as_json, _render_plan)
             return
         from cairn.orders import actions

@@ -33,12 +33,12 @@ def current_run() -> tuple[UUID, int]:
 
 
 def drive(revision: Revision, batches: int, default_mode: PauseMode, *, hot_pause_s: float, suspend_timeout_s: float,
-          title: str) -> dict[str, Any]:
+          title: str, changes: Future[str] | None = None) -> dict[str, Any]:
     run_id, run_count = current_run()
     order = str(run_id)
     logger = get_run_logger()
     plan = plan_release(revision.spec.instances, batches)
-    report = OrderReport(run_id, plan, revision, title)
+    report = OrderReport(run_id, plan, revision, title, changes)
     approved: set[int] = set()
     replaced_failed = False
     # The mode only decides at batch boundaries, where it is read fresh (below): no read up front,

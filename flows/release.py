@@ -15,7 +15,7 @@ from cairn.errors import PermanentError
 from cairn.flows.engine import current_run, drive
 from cairn.orders import records, rules, tags
 from cairn.orders.requests import ReleaseRequest
-from cairn.orders.revisions import revision_and_runtime, snapshot
+from cairn.orders.revisions import changes_markdown, revision_and_runtime, snapshot
 from cairn.plan import PauseMode, PauseModeName, plan_release
 from cairn.revision import VERSION, Revision
 from cairn.tasks.context import target
@@ -75,6 +75,7 @@ def release(
     revision = revision_and_runtime(run_tags) or snapshot(ReleaseRequest.parse(
         {"app": app, "environment": environment, "version": version, "batches": batches, "pause_mode": pause_mode}))
     _belongs(revision, app, environment)
+    changes = in_background(changes_markdown, revision)  # the report's first block, ready by its first write
     # Runs the webhook's automation creates carry nothing but parameters: who asked becomes a tag.
     by = [tags.by(requested_by)] if requested_by else []
     wanted = [*tags.for_kind("release", app, environment), *tags.for_revision(revision.digest, revision.spec.cluster), *by]
@@ -87,4 +88,4 @@ def release(
     guarded.result()
     get_run_logger().info("release %s %s -> %s (revision %s)", app, environment, version, revision.short)
     return drive(revision, batches, PauseMode(pause_mode), hot_pause_s=hot_pause_s, suspend_timeout_s=suspend_days * 86400,
-                 title=f"{app} {environment} -> {version}")
+                 title=f"{app} {environment} -> {version}", changes=changes)

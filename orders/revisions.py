@@ -33,6 +33,23 @@ def revision_of_run(run_tags: Iterable[str]) -> Revision | None:
     return documents.revision(prefix) if prefix else None
 
 
+def running(app: str, env: str) -> Revision | None:
+    """The revision the environment runs now: that of its last completed release or rollback
+    (None before the first). What an order's diff is against."""
+    from cairn.orders import records
+
+    last = records.last_completed(app, env)
+    return revision_of_run(last.tags) if last else None
+
+
+def changes_markdown(revision: Revision) -> str:
+    """The order's diff against what runs now, as its table artifact's first block."""
+    from cairn import diff
+
+    now = running(revision.app, revision.environment)
+    return diff.markdown(diff.revision_changes(now, revision), now)
+
+
 Documents = tuple[Revision, tuple[ClusterSpec, str | None]]
 _read_ahead: Future[tuple[str, str, Documents | None] | None] | None = None
 

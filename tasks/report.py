@@ -10,6 +10,7 @@ import contextvars
 import json
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -77,8 +78,13 @@ class OrderReport:
     Their ids are found once per process, at the first write (a re-run after a suspend finds the
     same artifacts by key and flow run)."""
 
-    def __init__(self, flow_run_id: UUID, plan: ReleasePlan, revision: Revision, title: str) -> None:
+    def __init__(self, flow_run_id: UUID, plan: ReleasePlan, revision: Revision, title: str,
+                 changes: Future[str] | None = None) -> None:
+        """``changes``: the order's diff (Markdown) against what runs now, read in the background;
+        the table's description starts with it, so an approver sees what they approve."""
         self.flow_run_id, self.plan, self.revision, self.title = flow_run_id, plan, revision, title
+        self.changes = changes
+        self.description: str | None = None
         self.key = f"order-{flow_run_id.hex[:16]}"
         self.table_id: str | None = None
         self.progress_id: str | None = None
@@ -143,13 +149,25 @@ class OrderReport:
         # costs ~25 ms of CPU to make, paid on every update, the last one between the last batch and
         # the end of the run.
         if self.table_id is not None:
-            api.patch(f"artifacts/{self.table_id}", {"data": json.dumps(rows), "description": self.title}, "the order's table")
+            api.patch(f"artifacts/{self.table_id}", {"data": json.dumps(rows), "description": self._description()}, "the order's table")
         if self.progress_id is not None:
             api.patch(f"artifacts/{self.progress_id}", {"data": progress}, "the order's progress")
         if self.table_id is None:
-            self.table_id = self._create("table", self.key, json.dumps(rows), self.title)
+            self.table_id = self._create("table", self.key, json.dumps(rows), self._description())
         if self.progress_id is None:
             self.progress_id = self._create("progress", progress_key, progress, f"{self.title}: instances done")
+
+    def _description(self) -> str:
+        """On the writer's thread, so waiting for the diff never holds up a batch."""
+        if self.description is None:
+            diff = ""
+            if self.changes is not None:
+                try:
+                    diff = self.changes.result(timeout=30)
+                except Exception as exc:  # noqa: BLE001 - the diff is news: the table goes on without it
+                    get_run_logger().warning("could not compute the order's changes: %s: %s", type(exc).__name__, exc)
+            self.description = f"**{self.title}**\n\n{diff}" if diff else self.title
+        return self.description
 
     def _create(self, kind: str, key: str, data: object, description: str) -> str:
         """What Prefect's create_table_artifact / create_progress_artifact send, for this flow run."""

@@ -97,6 +97,12 @@ def test_dry_run_prints_the_plan_and_creates_nothing(cli, secret: str, tmp_path:
     assert plan["batches"][0] == {"index": 1, "size": 1, "slots": [0], "instances": ["shop-api-production-0"], "pause_after": True}
     # The example's short cairn/python:3.11, qualified with the session's registry and pinned.
     assert plan["image"] == oci_images.ref("cairn/python:3.11")
+    # Nothing completed ran here yet: every field is new, and secret references are never named.
+    changes = {c["field"]: c for c in plan["changes"]["fields"]}
+    assert plan["changes"]["against"] is None and changes["version"]["summary"] == "(none) -> v2"
+    assert changes["spec.secret_env.DB_PASSWORD"] == {"field": "spec.secret_env.DB_PASSWORD", "old": None, "new": None,
+                                                      "secret": "added", "summary": "secret reference added"}
+    assert "shop-db-password" not in proc.stdout
     shown = cli("release", "create", "shop-api", "production", "--version", "v2", "--dry-run", check=True)
     assert f"image: {oci_images.ref('cairn/python:3.11')}" in shown.stdout
     refused = cli("release", "create", "shop-api", "production", "--version", "v2", "--batches", "5", "--dry-run")

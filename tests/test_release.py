@@ -5,6 +5,7 @@ Each test registers its own app (unique name) so tests never share an environmen
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -80,6 +81,26 @@ def artifacts(order: str) -> tuple[list[dict[str, str]], float]:
     return json.loads(found[key].data), float(found[f"{key}-progress"].data)
 
 
+def table_description(order: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = f"order-{uuid.UUID(order).hex[:16]}"
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))[0].description or ""
+
+
+def changed_config(app: str, env_vars: dict[str, str]) -> None:
+    """Store a changed configuration for the app's production environment (no order made)."""
+    from cairn.blocks import store
+    from cairn.configfile import load_data
+
+    spec = store.load_environment(app, "production").spec.model_dump(mode="json", exclude_none=True)
+    spec["env"] = {**spec.get("env", {}), **env_vars}
+    store.apply(load_data({"clusters": [{"name": "rel-a"}, {"name": "rel-b"}],
+                           "apps": [{"name": app, "deploy_type": "image", "environments": {"production": spec}}]}))
+
+
 def final_artifacts(order: str, timeout_s: float = 15.0) -> tuple[list[dict[str, str]], float]:
     """A completed order's table: its last write is made by the flow's completion hook, once
     Completed is recorded and before the run's process exits, so it lands just after the state."""
@@ -100,9 +121,16 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
     assert wait(first, Status.COMPLETED, Status.FAILED)["status"] == "completed"
     assert versions(app) == {0: "v1", 1: "v1", 2: "v1", 3: "v1"}
 
+    # What the next order changes, before it is made: the version and the image, nothing else.
+    dry = cli("release", "create", app, "production", "--version", "v2", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)["changes"]
+    assert planned["against"]["version"] == "v1" and [c["field"] for c in planned["fields"]] == ["version", "image"], planned
     order = create(app, "v2", 2, PauseMode.FIRST_BATCH)
     paused = wait(order, Status.PAUSED, Status.FAILED)
     assert paused["status"] == "paused"
+    # The approver sees the same diff as the table's first block.
+    assert "| `version` | v1 -> v2 |" in table_description(order) and "`spec." not in table_description(order)
     assert versions(app) == {0: "v2", 1: "v2", 2: "v1", 3: "v1"}, "the first batch only, and the mix holds while paused"
     rows, progress = artifacts(order)  # written in the background, and flushed before the pause
     assert [r["state"] for r in rows] == ["done", "done", "old revision", "old revision"] and progress == 50.0, rows
@@ -120,6 +148,12 @@ def test_pause_resume_switch_and_refusals(platform: str, tmp_path: Path, cli) ->
     assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
     rows, progress = final_artifacts(order)
     assert [r["state"] for r in rows] == ["done"] * 4 and progress == 100.0, rows
+    same = cli("env", "diff", app, "production", "--json")
+    assert same.returncode == 0 and json.loads(same.stdout)["fields"] == [], same.stdout + same.stderr
+    changed_config(app, {"LOG_LEVEL": "debug"})
+    drift = json.loads(cli("env", "diff", app, "production", "--json").stdout)
+    assert drift["against"]["version"] == "v2"
+    assert [(c["field"], c["summary"]) for c in drift["fields"]] == [("spec.env.LOG_LEVEL", "(none) -> debug")]
 
     for args, code in ((("release", "resume", order), 4), (("release", "close", order), 4), (("release", "show", "no-such-order"), 2),
                        (("release", "show", "00000000-0000-0000-0000-000000000001"), 3)):
