@@ -123,3 +123,7 @@ def post(path: str, body: dict[str, Any], what: str) -> Any:
 
 def patch(path: str, body: dict[str, Any], what: str) -> Any:
     return client().request("PATCH", path, body, what)
+
+
+def delete(path: str, what: str) -> Any:
+    return client().request("DELETE", path, None, what)

@@ -241,12 +241,40 @@ def stop_server() -> None:
     _write_state(state)
 
 
+# How long a stop waits for the runs it stopped to leave: a hot-paused order suspends itself
+# (flows.approval), which takes the server a few requests.
+RUNS_LEAVING_S = 30.0
+
+
 def stop_worker() -> None:
+    """Stop the worker, wait for the flow runs it ran to leave, then stop the warm start server.
+    The runs are the warm server's children, each in a session of its own: the worker's stop
+    reaches them through their clients, and they must be gone before the server stops, or a
+    hot-paused one could not record its suspend (it would stay Paused with no process)."""
     state = _read_state()
+    warm = ProcessRef.from_record(state.get("warm"))
+    runs = _runs_of(warm)
+    stop_process_group(ProcessRef.from_record(state.get("worker")))
+    deadline = time.monotonic() + RUNS_LEAVING_S
+    while any(r.alive() for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop_process_group(warm)
     for name in ("worker", "warm"):
-        stop_process_group(ProcessRef.from_record(state.get(name)))
         state.pop(name, None)
     _write_state(state)
+
+
+def _runs_of(warm: ProcessRef | None) -> list[ProcessRef]:
+    """The flow runs forked from the warm start server, as they run now."""
+    import psutil
+
+    if warm is None or not warm.alive():
+        return []
+    try:
+        children = psutil.Process(warm.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [ref for ref in (ProcessRef.of(c.pid) for c in children) if ref is not None]
 
 
 FLOWS = {
@@ -336,7 +364,13 @@ def ensure_worker(api_url: str) -> ProcessRef:
     # using no CPU): it stays high, and the pool's concurrency limit (ensure_deployments) is what
     # keeps the running ones to what the cores can take.
     argv = ["-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "100"]
-    return _ensure_process("worker", argv, api_url)
+    worker = _ensure_process("worker", argv, api_url)
+    # Orders whose hot pause died with the processes of an earlier platform (SIGKILL, a crash)
+    # become suspends, which a resume hands to this worker (orders.hot_pauses).
+    from cairn.orders import hot_pauses
+
+    hot_pauses.suspend_orphans()
+    return worker
 
 
 def ensure_warm_start(api_url: str) -> ProcessRef:

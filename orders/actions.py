@@ -99,6 +99,9 @@ def resume(order: str, mode: PauseMode | None = None, comment: str = "") -> dict
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
+        from cairn.orders import hot_pauses
+
+        hot_pauses.suspend_if_orphaned(client, run)  # else the resume makes a Running run no process runs
         result = client.resume_flow_run(run.id, run_input={"pause_mode": str(mode or current), "comment": comment, "approved_by": who()})
     if result.status.value != "ACCEPT":
         reason = getattr(result.details, "reason", None) or result.status.value  # only a rejection or an abort gives one

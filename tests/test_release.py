@@ -396,3 +396,79 @@ def test_orders_beyond_the_limit_wait_for_a_slot_and_cairn_up_keeps_a_changed_li
             assert client.read_work_pool(plat.WORK_POOL).concurrency_limit == 3
     finally:
         plat.ensure_deployments(max_running=before)
+
+
+def _hot_paused_order(tmp_path: Path) -> tuple[str, str, dict[int, float]]:
+    """An order paused hot after its first batch (the default 600 s window), with the first
+    batch's instances' start times."""
+    from cairn.orders import actions
+    from cairn.tasks.context import env_target
+
+    app = register(tmp_path)
+    assert wait(create(app, "v1", 2, PauseMode.NONE), Status.COMPLETED)["status"] == "completed"
+    order = actions.create_order(app, "production", "v2", 2, PauseMode.FIRST_BATCH)["id"]
+    paused = wait(order, Status.PAUSED, Status.FAILED)
+    assert paused["status"] == "paused" and paused["state"] == "Paused", paused
+    t = env_target(app, "production")
+    return app, order, {i.slot: i.started_at for i in t.runtime.observe(t.env) if i.slot in (0, 1)}
+
+
+def _restart_and_resume(platform: str, app: str, order: str, first_batch: dict[int, float]) -> None:
+    from cairn.controlplane import processes as plat
+    from cairn.orders import actions
+    from cairn.runtimes.local import start_agent
+    from cairn.tasks.context import env_target
+
+    plat.ensure_server(port=_port(platform))
+    plat.ensure_worker(platform)
+    start_agent()
+    assert recorded_states(order)[-1][:2] == ("PAUSED", "Suspended"), recorded_states(order)[-3:]
+    actions.resume(order, comment="after the restart")
+    done = wait(order, Status.COMPLETED, Status.FAILED)
+    assert done["status"] == "completed", done["message"]
+    assert versions(app) == {0: "v2", 1: "v2", 2: "v2", 3: "v2"}
+    t = env_target(app, "production")
+    assert {i.slot: i.started_at for i in t.runtime.observe(t.env) if i.slot in (0, 1)} == first_batch, "the first batch was not redone"
+
+
+def _port(api_url: str) -> int:
+    return int(api_url.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_a_platform_stop_during_a_hot_pause_suspends_the_order_and_a_resume_goes_on(platform: str, tmp_path: Path) -> None:
+    """`cairn down` stops the worker (its runs get SIGTERM), then the server: the hot-paused run
+    suspends itself while the server still answers, instead of dying as a Paused run nobody runs."""
+    from cairn.controlplane import processes as plat
+    from cairn.runtimes.local import stop_agent
+
+    app, order, first_batch = _hot_paused_order(tmp_path)
+    plat.stop_worker()
+    assert recorded_states(order)[-1][:2] == ("PAUSED", "Suspended"), recorded_states(order)[-3:]
+    plat.stop_server()
+    stop_agent()
+    _restart_and_resume(platform, app, order, first_batch)
+
+
+def test_a_hot_pause_whose_processes_were_all_killed_is_suspended_when_the_worker_starts(platform: str, tmp_path: Path) -> None:
+    """SIGKILL of the order's process, the worker, the warm start server, the Prefect server and the
+    agent: nothing can record anything. The run stays Paused; the worker starting again finds its
+    holder gone and suspends it, so a resume goes on from the next batch."""
+    import json as _json
+    import os
+    import signal
+
+    from cairn.blocks import api
+    from cairn.controlplane import processes as plat
+    from cairn.orders import hot_pauses
+    from cairn.runtimes.local import agent_status
+
+    app, order, first_batch = _hot_paused_order(tmp_path)
+    holder = api.get(f"variables/name/{hot_pauses.variable_name(order)}", "holder")["value"]
+    assert hot_pauses.is_gone(holder) is False, holder
+    state = _json.loads(plat.state_file().read_text())
+    os.kill(holder["pid"], signal.SIGKILL)
+    for name in ("worker", "warm", "server"):
+        os.killpg(state[name]["pid"], signal.SIGKILL)
+    os.kill(agent_status()["pid"], signal.SIGKILL)
+    assert hot_pauses.is_gone(holder) is True
+    _restart_and_resume(platform, app, order, first_batch)
